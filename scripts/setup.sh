@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Everything the demo and the tests need on a fresh machine: a virtualenv with the project and its dev
+# extras, and the Apache Kafka broker jars (Maven Central, cached outside the clone). Idempotent: re-runs
+# only reinstall when pyproject.toml changed.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PYTHON=${PYTHON:-python3}
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "setup: Python 3.11+ is required (found: $("$PYTHON" --version 2>&1)); set PYTHON=/path/to/python3.11" >&2
+  exit 2
+fi
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv" >&2
+  "$PYTHON" -m venv .venv
+fi
+stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ ! -f "$stamp" ]; then
+  echo "setup: installing the project and its dev dependencies into .venv (first run downloads TensorFlow)" >&2
+  .venv/bin/python -m pip install --quiet --upgrade pip
+  .venv/bin/python -m pip install --quiet -e '.[dev]'
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
+
+if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing Java 17 and Maven from Debian packages" >&2
+    apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless maven >/dev/null
+  fi
+fi
+if command -v mvn >/dev/null; then
+  .venv/bin/python deploy/kafka/local_kafka.py fetch >/dev/null
+fi

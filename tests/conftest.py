@@ -1,0 +1,106 @@
+"""Shared fixtures: a real Kafka broker for the session, unique topics, and the shared KDD99 file.
+
+The broker comes from, in order: ``KAFKA_BOOTSTRAP_SERVERS`` (an existing cluster), testcontainers'
+KafkaContainer when a Docker engine answers, else ``deploy/kafka/local_kafka.py`` (Apache Kafka jars from
+Maven Central, KRaft on 127.0.0.1). A test that needs Kafka and gets none fails; it never skips.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from deploy.kafka import local_kafka
+from training.kdd99 import default_data_path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _docker_answers() -> bool:
+    if shutil.which("docker") is None:
+        return False
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=15, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def _say(config: pytest.Config, line: str) -> None:
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(line)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if env:
+        _say(request.config, f"kafka: using existing cluster KAFKA_BOOTSTRAP_SERVERS={env}")
+        yield env
+        return
+    if _docker_answers():
+        from testcontainers.kafka import KafkaContainer
+
+        with KafkaContainer(local_kafka.DOCKER_IMAGE).with_kraft() as container:
+            bootstrap = container.get_bootstrap_server()
+            _say(request.config, f"kafka: testcontainers {local_kafka.DOCKER_IMAGE} at {bootstrap}")
+            yield bootstrap
+        return
+    try:
+        cluster = local_kafka.start_cluster(nodes=1, directory=tmp_path_factory.mktemp("kafka") / "cluster")
+    except local_kafka.LocalKafkaError as exc:
+        pytest.fail(f"no Kafka broker for the tests: {exc}", pytrace=False)
+    _say(
+        request.config,
+        f"kafka: real Apache Kafka {cluster.reported_version()} (KRaft, local launcher) at "
+        f"{cluster.bootstrap_servers}",
+    )
+    try:
+        yield cluster.bootstrap_servers
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_admin(kafka_bootstrap: str) -> AdminClient:
+    return AdminClient({"bootstrap.servers": kafka_bootstrap})
+
+
+TopicFactory = Callable[..., str]
+
+
+@pytest.fixture
+def make_topic(kafka_admin: AdminClient) -> TopicFactory:
+    """Create a uniquely named topic and wait until it exists, so tests never share state."""
+
+    def create(prefix: str = "t", partitions: int = 1, replication: int = 1, **config: str) -> str:
+        return create_topic(kafka_admin, prefix, partitions, replication, config)
+
+    return create
+
+
+def create_topic(
+    admin: AdminClient, prefix: str, partitions: int, replication: int, config: dict[str, str] | None = None
+) -> str:
+    name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+    futures = admin.create_topics(
+        [NewTopic(name, num_partitions=partitions, replication_factor=replication, config=config or {})],
+        operation_timeout=30,
+    )
+    futures[name].result(timeout=60)
+    return name
+
+
+@pytest.fixture(scope="session")
+def kdd_path() -> Path:
+    path = default_data_path()
+    if not path.exists():
+        pytest.fail(f"the shared KDD99 file is missing at {path}; set KDD_DATA to its path", pytrace=False)
+    return path
