@@ -1,0 +1,172 @@
+"""The model bundle: everything the detector needs, in one directory, checked before it is trusted.
+
+Layout::
+
+    BUNDLE/
+      model.keras          Keras model, stock layers only (loaded with safe_mode=True)
+      preprocessing.json   fitted preprocessing (training.preprocessing)
+      bundle.json          manifest: version id, threshold, training config, data checksum, validation
+                           metrics, library versions, and the sha256 of every other file
+
+A bundle is an envelope, not just weights: the detector refuses one whose files are missing, altered
+or truncated, or whose feature schema differs from this code's, with a message that says which.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import platform
+import shutil
+from pathlib import Path
+from typing import Any
+
+from training.kdd99 import FEATURES
+from training.preprocessing import PreprocessingError, Preprocessor
+
+MANIFEST = "bundle.json"
+MODEL_FILE = "model.keras"
+PREPROCESSING_FILE = "preprocessing.json"
+FORMAT = "kdd-ae-bundle"
+FORMAT_VERSION = 1
+
+
+class BundleError(RuntimeError):
+    """A bundle is missing, incomplete, corrupt, or unsafe to load."""
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class Bundle:
+    path: Path
+    manifest: dict[str, Any]
+    preprocessor: Preprocessor
+    model: Any
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
+
+    @property
+    def threshold(self) -> float:
+        return float(self.manifest["threshold"])
+
+    def scorer(self) -> Any:
+        from training.scoring import Scorer
+
+        return Scorer(self.model, self.preprocessor)
+
+
+def save_bundle(
+    out: str | Path,
+    *,
+    model: Any,
+    preprocessor: Preprocessor,
+    threshold: float,
+    training: dict[str, Any],
+    data_sha256: str,
+    validation: dict[str, Any],
+    extra_files: dict[str, str] | None = None,
+) -> Path:
+    """Write a bundle atomically (to ``out.tmp`` then renamed) so a crash never leaves half a bundle."""
+    import keras
+    import tensorflow as tf
+
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    model.save(tmp / MODEL_FILE)
+    preprocessor.save(tmp / PREPROCESSING_FILE)
+    for name, text in (extra_files or {}).items():
+        (tmp / name).write_text(text)
+    files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
+    created = dt.datetime.now(dt.UTC)
+    manifest = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "version": f"ae-{created:%Y%m%dT%H%M%SZ}-{files[MODEL_FILE][:8]}",
+        "created": created.isoformat(timespec="seconds"),
+        "threshold": float(threshold),
+        "score": "mean squared reconstruction error of the preprocessed row",
+        "features": list(FEATURES),
+        "input_width": preprocessor.width,
+        "training": training,
+        "data_sha256": data_sha256,
+        "validation": validation,
+        "libraries": {"tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()},
+        "files": files,
+    }
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+    return out
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """Read and verify the manifest and file checksums, without loading TensorFlow."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BundleError(f"model bundle {path} does not exist or is not a directory; train one with "
+                          "`python -m training train --out DIR` or pass --model DIR")
+    manifest_path = path / MANIFEST
+    if not manifest_path.exists():
+        raise BundleError(f"model bundle {path} has no {MANIFEST}; it is not a bundle or is incomplete")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{manifest_path} is not valid JSON ({exc}); the bundle is corrupt") from exc
+    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+        raise BundleError(f"{manifest_path}: format {manifest.get('format')!r} v{manifest.get('format_version')} "
+                          f"is not {FORMAT} v{FORMAT_VERSION}")
+    missing_keys = [k for k in ("version", "threshold", "files", "features", "data_sha256") if k not in manifest]
+    if missing_keys:
+        raise BundleError(f"{manifest_path} lacks {', '.join(missing_keys)}")
+    if tuple(manifest["features"]) != FEATURES:
+        raise BundleError(f"{path}: the model's feature order differs from this code's KDD99 schema")
+    files: dict[str, str] = manifest["files"]
+    for required in (MODEL_FILE, PREPROCESSING_FILE):
+        if required not in files:
+            raise BundleError(f"{manifest_path} does not list {required}")
+    problems = []
+    for name, digest in files.items():
+        f = path / name
+        if not f.exists():
+            problems.append(f"{name} is missing")
+        elif sha256_file(f) != digest:
+            problems.append(f"{name} does not match its checksum (altered or truncated)")
+    if problems:
+        raise BundleError(f"model bundle {path} is corrupt: " + "; ".join(problems))
+    return manifest
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Verify, then load; Keras ``safe_mode`` refuses lambda layers and arbitrary code in the model file."""
+    path = Path(path)
+    manifest = read_manifest(path)
+    try:
+        preprocessor = Preprocessor.load(path / PREPROCESSING_FILE)
+    except PreprocessingError as exc:
+        raise BundleError(str(exc)) from exc
+    import keras
+
+    try:
+        model = keras.models.load_model(path / MODEL_FILE, compile=False, safe_mode=True)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types; all mean "refuse this model"
+        raise BundleError(f"{path / MODEL_FILE} was refused by Keras safe_mode or is unreadable: {exc}") from exc
+    if int(model.input_shape[-1]) != preprocessor.width or int(model.output_shape[-1]) != preprocessor.width:
+        raise BundleError(
+            f"{path}: model input/output width {model.input_shape[-1]}/{model.output_shape[-1]} does not match "
+            f"the preprocessing width {preprocessor.width}"
+        )
+    return Bundle(path=path, manifest=manifest, preprocessor=preprocessor, model=model)

@@ -1,0 +1,200 @@
+"""Feature preprocessing fitted on normal traffic, saved as JSON and applied identically everywhere.
+
+Training and the detector must agree to the last bit on what a row looks like to the model, so there is
+one implementation: :meth:`Preprocessor.encode_categories` maps category strings to integer ids (a
+dictionary lookup, vectorised with pandas; strings have no business on a GPU) and
+:meth:`Preprocessor.transform_tf` does the numeric part in TensorFlow ops, which the detector compiles
+into its scoring function and training calls eagerly on whole arrays.
+
+Numeric features: counts and byte totals are heavy-tailed (src_bytes spans 0 to 7e8), so they pass through
+``log1p`` before min-max scaling; rates and flags are scaled as they are. Scaling uses the min and max of
+the normal training rows only; at serving time values are clipped to ``[clip_low, clip_high]`` so a
+single absurd field cannot dominate a score. Each categorical gets a one-hot block with one extra slot
+for values never seen in training: new services are data, not errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from training.kdd99 import CATEGORICAL, FEATURES, NUMERIC
+
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+FORMAT = "kdd-preprocessing"
+VERSION = 1
+UNKNOWN = "<unknown>"
+
+# Counts and byte totals: heavy tails, log-scaled. Rates (``*_rate``) and 0/1 flags are left linear.
+LOG_SCALED: frozenset[str] = frozenset(
+    {
+        "duration", "src_bytes", "dst_bytes", "wrong_fragment", "urgent", "hot", "num_failed_logins",
+        "num_compromised", "num_root", "num_file_creations", "num_shells", "num_access_files",
+        "num_outbound_cmds", "count", "srv_count", "dst_host_count", "dst_host_srv_count", "su_attempted",
+    }
+)
+
+
+class PreprocessingError(ValueError):
+    """The preprocessing artifact is missing, malformed, or does not match this code's feature schema."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessor:
+    """Fitted preprocessing state; plain data so it round-trips through JSON exactly."""
+
+    numeric: tuple[str, ...]
+    log_scaled: tuple[bool, ...]
+    minimum: tuple[float, ...]
+    maximum: tuple[float, ...]
+    categories: Mapping[str, tuple[str, ...]]
+    clip_low: float = 0.0
+    clip_high: float = 1.0
+
+    # ------------------------------------------------------------------------------------- fitting
+    @classmethod
+    def fit(cls, features: pd.DataFrame, *, clip_low: float = 0.0, clip_high: float = 1.0) -> Preprocessor:
+        """Fit on normal training rows only: anything else leaks attack statistics into the scaler."""
+        if len(features) == 0:
+            raise PreprocessingError("cannot fit preprocessing on zero rows")
+        log_flags = tuple(name in LOG_SCALED for name in NUMERIC)
+        values = _numeric_matrix(features)
+        values = np.where(np.array(log_flags)[None, :], np.log1p(values), values)
+        cats = {
+            name: tuple(sorted(str(v) for v in pd.unique(features[name].astype(str)))) for name in CATEGORICAL
+        }
+        return cls(
+            numeric=NUMERIC,
+            log_scaled=log_flags,
+            minimum=tuple(float(v) for v in values.min(axis=0)),
+            maximum=tuple(float(v) for v in values.max(axis=0)),
+            categories=cats,
+            clip_low=clip_low,
+            clip_high=clip_high,
+        )
+
+    # ------------------------------------------------------------------------------------ geometry
+    @property
+    def n_numeric(self) -> int:
+        return len(self.numeric)
+
+    @property
+    def vocab_sizes(self) -> tuple[int, ...]:
+        """One-hot width per categorical, including its unknown slot (the last one)."""
+        return tuple(len(self.categories[name]) + 1 for name in CATEGORICAL)
+
+    @property
+    def width(self) -> int:
+        """Length of the model's input vector."""
+        return self.n_numeric + sum(self.vocab_sizes)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """Name of each model input column, for explaining which features a score comes from."""
+        names = list(self.numeric)
+        for name in CATEGORICAL:
+            names += [f"{name}={v}" for v in self.categories[name]] + [f"{name}={UNKNOWN}"]
+        return tuple(names)
+
+    # ------------------------------------------------------------------------------------ applying
+    def encode_categories(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Category ids (``n x 3`` int32) and a per-column count of values that fell in the unknown slot."""
+        ids = np.empty((len(features), len(CATEGORICAL)), dtype=np.int32)
+        unknown = np.zeros(len(CATEGORICAL), dtype=np.int64)
+        for j, name in enumerate(CATEGORICAL):
+            vocab = self.categories[name]
+            codes = pd.Categorical(features[name].astype(str), categories=vocab).codes.astype(np.int32)
+            missing = codes < 0
+            codes[missing] = len(vocab)
+            unknown[j] = int(missing.sum())
+            ids[:, j] = codes
+        return ids, unknown
+
+    def numeric_matrix(self, features: pd.DataFrame) -> np.ndarray:
+        return _numeric_matrix(features, self.numeric)
+
+    def transform_tf(self, numeric: tf.Tensor, category_ids: tf.Tensor) -> tf.Tensor:
+        """Model input from raw numerics (``n x 38`` float32) and category ids (``n x 3`` int32).
+
+        Pure TensorFlow ops with constants baked in, so it compiles into the detector's scoring function.
+        """
+        import tensorflow as tf
+
+        log_mask = tf.constant(self.log_scaled, dtype=tf.bool)
+        lo = tf.constant(self.minimum, dtype=tf.float32)
+        span = np.asarray(self.maximum, dtype=np.float64) - np.asarray(self.minimum, dtype=np.float64)
+        # A feature constant on normal traffic keeps unit scale: any deviation from it is a deviation.
+        scale = tf.constant(np.where(span > 0, span, 1.0), dtype=tf.float32)
+        x = tf.cast(numeric, tf.float32)
+        x = tf.where(log_mask, tf.math.log1p(tf.maximum(x, 0.0)), x)
+        x = tf.clip_by_value((x - lo) / scale, self.clip_low, self.clip_high)
+        blocks = [x]
+        for j, size in enumerate(self.vocab_sizes):
+            blocks.append(tf.one_hot(category_ids[:, j], size, dtype=tf.float32))
+        return tf.concat(blocks, axis=1)
+
+    def transform(self, features: pd.DataFrame) -> np.ndarray:
+        """Model input for a frame of typed features (training, evaluation): the same TF ops, run eagerly."""
+        ids, _ = self.encode_categories(features)
+        return self.transform_tf(self.numeric_matrix(features).astype(np.float32), ids).numpy()
+
+    # ---------------------------------------------------------------------------------- persistence
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "features": list(FEATURES),
+            "numeric": list(self.numeric),
+            "log_scaled": list(self.log_scaled),
+            "minimum": list(self.minimum),
+            "maximum": list(self.maximum),
+            "categories": {k: list(v) for k, v in self.categories.items()},
+            "clip": [self.clip_low, self.clip_high],
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any], *, source: str = "preprocessing") -> Preprocessor:
+        if raw.get("format") != FORMAT:
+            raise PreprocessingError(f"{source}: not a preprocessing artifact (format={raw.get('format')!r})")
+        if raw.get("version") != VERSION:
+            raise PreprocessingError(
+                f"{source}: artifact version {raw.get('version')} but this code reads version {VERSION}; "
+                "retrain the model with this release"
+            )
+        if tuple(raw.get("features", ())) != FEATURES or tuple(raw.get("numeric", ())) != NUMERIC:
+            raise PreprocessingError(f"{source}: feature order differs from the KDD99 schema of this code")
+        try:
+            n = len(NUMERIC)
+            minimum = tuple(float(v) for v in raw["minimum"])
+            maximum = tuple(float(v) for v in raw["maximum"])
+            log_scaled = tuple(bool(v) for v in raw["log_scaled"])
+            if not (len(minimum) == len(maximum) == len(log_scaled) == n):
+                raise PreprocessingError(f"{source}: expected {n} numeric statistics")
+            cats = {name: tuple(str(v) for v in raw["categories"][name]) for name in CATEGORICAL}
+            clip_low, clip_high = (float(v) for v in raw["clip"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PreprocessingError(f"{source}: malformed artifact ({exc!r})") from exc
+        return cls(NUMERIC, log_scaled, minimum, maximum, cats, clip_low, clip_high)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> Preprocessor:
+        try:
+            raw = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise PreprocessingError(f"cannot read preprocessing artifact {path}: {exc}") from exc
+        return cls.from_dict(raw, source=str(path))
+
+
+def _numeric_matrix(features: pd.DataFrame, names: tuple[str, ...] = NUMERIC) -> np.ndarray:
+    return features.loc[:, list(names)].to_numpy(dtype=np.float64)

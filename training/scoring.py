@@ -1,0 +1,139 @@
+"""Anomaly score: mean squared reconstruction error of the preprocessed row, higher is more anomalous.
+
+Scoring is kept apart from deciding (the threshold lives in the bundle and is applied by the caller).
+The whole path from raw numerics and category ids to score is one ``tf.function`` so that evaluation
+and the detector run literally the same graph, on the GPU when one is present. Batches are padded to
+power-of-two buckets: the function sees a handful of shapes, never one per micro-batch size.
+
+Besides the score, each row gets an error per *source* feature (a categorical's one-hot block is summed
+into its feature), which is what an alert shows an analyst as the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from training.kdd99 import CATEGORICAL, FEATURES, NUMERIC
+from training.preprocessing import UNKNOWN, Preprocessor
+
+MIN_BUCKET = 64
+
+
+def bucket_size(n: int, max_bucket: int = 1 << 16) -> int:
+    """Smallest power of two >= n (at least MIN_BUCKET); above ``max_bucket`` callers chunk."""
+    size = MIN_BUCKET
+    while size < n and size < max_bucket:
+        size <<= 1
+    return size
+
+
+@dataclasses.dataclass(frozen=True)
+class Scores:
+    score: np.ndarray  # (n,) float32
+    feature_error: np.ndarray  # (n, 41) float32, in FEATURES order
+    reconstruction: np.ndarray  # (n, width) float32, model output
+
+
+class Scorer:
+    """Model + preprocessing compiled into one scoring function."""
+
+    def __init__(self, model: Any, preprocessor: Preprocessor, *, max_bucket: int = 1 << 14) -> None:
+        import tensorflow as tf
+
+        self.model = model
+        self.preprocessor = preprocessor
+        self.max_bucket = max_bucket
+        self.group = tf.constant(_feature_groups(preprocessor), dtype=tf.float32)
+        self.width = preprocessor.width
+        self.traces = 0
+        self._fn = tf.function(
+            self._score_graph,
+            input_signature=[
+                tf.TensorSpec([None, len(NUMERIC)], tf.float32, name="numeric"),
+                tf.TensorSpec([None, len(CATEGORICAL)], tf.int32, name="category_ids"),
+            ],
+        )
+
+    def _score_graph(self, numeric: Any, category_ids: Any) -> tuple[Any, Any, Any]:
+        import tensorflow as tf
+
+        self.traces += 1  # Python side effect: runs only while tracing
+        x = self.preprocessor.transform_tf(numeric, category_ids)
+        r = self.model(x, training=False)
+        sq = tf.square(r - x)
+        return tf.reduce_mean(sq, axis=1), tf.matmul(sq, self.group), r
+
+    def score_arrays(self, numeric: np.ndarray, category_ids: np.ndarray) -> Scores:
+        """Score rows given raw numerics (n x 38) and category ids (n x 3), padding to bucket sizes."""
+        n = len(numeric)
+        scores, feats, recs = [], [], []
+        for start in range(0, max(n, 1), self.max_bucket):
+            num = numeric[start : start + self.max_bucket]
+            ids = category_ids[start : start + self.max_bucket]
+            m = len(num)
+            if m == 0:
+                break
+            size = bucket_size(m, self.max_bucket)
+            if size != m:
+                num = np.concatenate([num, np.zeros((size - m, num.shape[1]), dtype=num.dtype)])
+                ids = np.concatenate([ids, np.zeros((size - m, ids.shape[1]), dtype=ids.dtype)])
+            s, f, r = self._fn(num.astype(np.float32, copy=False), ids.astype(np.int32, copy=False))
+            scores.append(s.numpy()[:m])
+            feats.append(f.numpy()[:m])
+            recs.append(r.numpy()[:m])
+        if not scores:
+            empty = np.zeros((0,), np.float32)
+            return Scores(empty, np.zeros((0, len(FEATURES)), np.float32), np.zeros((0, self.width), np.float32))
+        return Scores(np.concatenate(scores), np.concatenate(feats), np.concatenate(recs))
+
+    def score_frame(self, features: pd.DataFrame) -> Scores:
+        ids, _ = self.preprocessor.encode_categories(features)
+        return self.score_arrays(self.preprocessor.numeric_matrix(features).astype(np.float32), ids)
+
+    def explain(self, scores: Scores, row: int, features: pd.DataFrame | None, top: int = 5) -> list[dict[str, Any]]:
+        """Top features by reconstruction error for one row, with observed and reconstructed values."""
+        errors = scores.feature_error[row]
+        order = np.argsort(-errors, kind="stable")[:top]
+        recon = self.reconstructed_values(scores.reconstruction[row])
+        out = []
+        for j in order:
+            name = FEATURES[j]
+            observed = None if features is None else features.iloc[row][name]
+            if isinstance(observed, (np.floating, np.integer)):
+                observed = observed.item()
+            out.append({"feature": name, "error": float(errors[j]), "observed": observed,
+                        "reconstructed": recon[name]})
+        return out
+
+    def reconstructed_values(self, reconstruction: np.ndarray) -> dict[str, Any]:
+        """Map a model output back to feature units: undo scaling and log1p; argmax of each one-hot block."""
+        p = self.preprocessor
+        lo = np.asarray(p.minimum)
+        span = np.asarray(p.maximum) - lo
+        span = np.where(span > 0, span, 1.0)
+        x = reconstruction[: p.n_numeric].astype(np.float64) * span + lo
+        x = np.where(np.asarray(p.log_scaled), np.expm1(x), x)
+        values: dict[str, Any] = {name: float(v) for name, v in zip(p.numeric, x, strict=True)}
+        offset = p.n_numeric
+        for name, size in zip(CATEGORICAL, p.vocab_sizes, strict=True):
+            k = int(np.argmax(reconstruction[offset : offset + size]))
+            vocab = p.categories[name]
+            values[name] = vocab[k] if k < len(vocab) else UNKNOWN
+            offset += size
+        return values
+
+
+def _feature_groups(p: Preprocessor) -> np.ndarray:
+    """``width x 41`` 0/1 matrix summing model-input columns into the source feature they came from."""
+    g = np.zeros((p.width, len(FEATURES)), dtype=np.float32)
+    for j, name in enumerate(p.numeric):
+        g[j, FEATURES.index(name)] = 1.0
+    offset = p.n_numeric
+    for name, size in zip(CATEGORICAL, p.vocab_sizes, strict=True):
+        g[offset : offset + size, FEATURES.index(name)] = 1.0
+        offset += size
+    return g / p.width  # so that the per-feature errors sum to the row's score
