@@ -104,3 +104,15 @@ def kdd_path() -> Path:
     if not path.exists():
         pytest.fail(f"the shared KDD99 file is missing at {path}; set KDD_DATA to its path", pytrace=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def small_bundle(tmp_path_factory: pytest.TempPathFactory, kdd_path: Path) -> Path:
+    """A quickly trained bundle (first 60,000 lines, few epochs): real training, test-sized."""
+    from training.model import ModelConfig
+    from training.train import TrainOptions, train
+
+    out = tmp_path_factory.mktemp("bundle") / "model"
+    config = ModelConfig.from_preset("default", epochs=6, seed=7)
+    train(TrainOptions(data=kdd_path, out=out, model=config, limit=60_000))
+    return out
