@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from training.kdd99 import FEATURES, NUMERIC
-from training.preprocessing import UNKNOWN, Preprocessor, PreprocessingError
+from training.preprocessing import UNKNOWN, PreprocessingError, Preprocessor
 
 
 def frame(rows: list[dict[str, object]]) -> pd.DataFrame:

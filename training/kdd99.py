@@ -209,8 +209,34 @@ def read_kdd(
     return parse_lines(raw_lines, source=str(path), strict=strict, keep_raw=keep_raw)
 
 
+def iter_kdd_chunks(
+    path: str | os.PathLike[str] | None = None, *, chunk_lines: int = 100_000, strict: bool = True,
+    keep_raw: bool = False,
+) -> Iterator[KddData]:
+    """Read a file in chunks of ``chunk_lines`` lines (constant memory for the 4.9M-row full file).
+
+    The first chunk decides the variant; later chunks are held to it, and line numbers run on.
+    """
+    path = Path(path) if path is not None else default_data_path()
+    buf: list[bytes] = []
+    first = 1
+    variant: int | None = None
+    for line in open_text_lines(path):
+        buf.append(line)
+        if len(buf) >= chunk_lines:
+            chunk = parse_lines(buf, source=str(path), strict=strict, keep_raw=keep_raw, first_line=first,
+                                variant=variant)
+            variant = chunk.variant
+            first += len(buf)
+            buf = []
+            yield chunk
+    if buf:
+        yield parse_lines(buf, source=str(path), strict=strict, keep_raw=keep_raw, first_line=first, variant=variant)
+
+
 def parse_lines(
-    raw_lines: Sequence[bytes], *, source: str, strict: bool = True, keep_raw: bool = False, first_line: int = 1
+    raw_lines: Sequence[bytes], *, source: str, strict: bool = True, keep_raw: bool = False, first_line: int = 1,
+    variant: int | None = None,
 ) -> KddData:
     """Validate raw lines; see :func:`read_kdd`. Trailing blank lines at the end of a file are ignored.
 
@@ -229,8 +255,10 @@ def parse_lines(
     counts = np.fromiter((t.count(",") + 1 for t in text), dtype=np.int64, count=n)
     blank = np.fromiter((not t.strip() for t in text), dtype=bool, count=n)
     _first_reason(reasons, blank, "empty line")
-    candidates = counts[pd.isna(reasons)]
-    variant = int(candidates[0]) if len(candidates) and candidates[0] in (UNLABELLED, KDD99, NSL_KDD) else KDD99
+    if variant is None:
+        candidates = counts[pd.isna(reasons)]
+        ok_first = len(candidates) and candidates[0] in (UNLABELLED, KDD99, NSL_KDD)
+        variant = int(candidates[0]) if ok_first else KDD99
     for j in np.flatnonzero((counts != variant) & pd.isna(reasons)):
         reasons[j] = f"expected {variant} comma-separated fields, found {counts[j]}"
 

@@ -17,8 +17,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         batch_size=512, epochs=10, patience=0,
     ),
     "default": dict(
-        widths=(64, 32, 16), latent=4, activation="relu", dropout=0.05, learning_rate=1e-3,
-        batch_size=256, epochs=40, patience=4,
+        widths=(96, 64, 32), latent=4, activation="relu", dropout=0.05, learning_rate=1e-3,
+        batch_size=256, epochs=60, patience=5,
     ),
 }
 
@@ -33,8 +33,8 @@ class ModelConfig:
     dropout: float = 0.05
     learning_rate: float = 1e-3
     batch_size: int = 256
-    epochs: int = 40
-    patience: int = 4  # early-stopping patience on validation loss; 0 disables early stopping
+    epochs: int = 60
+    patience: int = 5  # early-stopping patience on validation loss; 0 disables early stopping
     seed: int = 42
 
     def __post_init__(self) -> None:

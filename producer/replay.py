@@ -1,0 +1,161 @@
+"""The replay loop: records onto Kafka with exact accounting of what was sent, delivered and failed.
+
+Delivery reports are the only proof a record arrived, so every produce() carries a callback and the
+totals come from the callbacks, not from the loop. On SIGINT/SIGTERM the loop stops taking new records,
+flushes what is in flight, and reports; the caller exits non-zero if any delivery failed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import sys
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from producer.pacing import Pacer
+from producer.source import SourceOptions, SourceStats, records
+
+log = logging.getLogger(__name__)
+
+# Throughput-oriented defaults; -X overrides any of them.
+PRODUCER_DEFAULTS: dict[str, Any] = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "compression.type": "lz4",
+    "linger.ms": 20,
+    "batch.size": 1_000_000,
+    "batch.num.messages": 10_000,
+    "queue.buffering.max.messages": 500_000,
+    "queue.buffering.max.kbytes": 512 * 1024,
+    "message.timeout.ms": 120_000,
+}
+
+
+@dataclasses.dataclass
+class ReplayResult:
+    sent: int = 0
+    delivered: int = 0
+    failed: int = 0
+    failures_by_reason: Counter[str] = dataclasses.field(default_factory=Counter)
+    seconds: float = 0.0
+    interrupted: bool = False
+    source: SourceStats = dataclasses.field(default_factory=SourceStats)
+
+    @property
+    def rate(self) -> float:
+        return self.delivered / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "sent": self.sent, "delivered": self.delivered, "failed": self.failed,
+            "failures_by_reason": dict(self.failures_by_reason),
+            "malformed_lines_skipped": self.source.malformed,
+            "malformed_by_reason": dict(self.source.malformed_by_reason),
+            "attacks_dropped_by_anomaly_fraction": self.source.dropped_by_anomaly_fraction,
+            "seconds": round(self.seconds, 3), "rate_per_s": round(self.rate, 1), "interrupted": self.interrupted,
+        }
+
+
+def ensure_topic(client_config: dict[str, Any], topic: str, partitions: int, replication: int) -> None:
+    """Create ``topic`` when missing; an existing topic is used as it is."""
+    admin = AdminClient({k: v for k, v in client_config.items() if not k.startswith(("enable.", "acks"))})
+    md = admin.list_topics(timeout=30)
+    if topic in md.topics and md.topics[topic].error is None:
+        return
+    fut = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=replication)],
+                              operation_timeout=30)[topic]
+    try:
+        fut.result(timeout=60)
+        log.info("created topic %s (%d partitions, replication %d)", topic, partitions, replication)
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            raise
+
+
+class Replayer:
+    def __init__(self, client_config: dict[str, Any], topic: str, source: SourceOptions, rate: float,
+                 progress: bool | None = None) -> None:
+        self.topic = topic
+        self.source = source
+        self.pacer = Pacer(rate)
+        self.config = {**PRODUCER_DEFAULTS, **client_config}  # a copy: never mutate the caller's dict
+        self.stop_event = threading.Event()
+        self.result = ReplayResult()
+        self.progress = sys.stderr.isatty() if progress is None else progress
+
+    def _on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
+        if err is None:
+            self.result.delivered += 1
+        else:
+            self.result.failed += 1
+            self.result.failures_by_reason[err.name()] += 1
+
+    def run(self) -> ReplayResult:
+        producer = Producer(self.config)
+        res = self.result
+        it = records(self.source, res.source)
+        first = next(it, None)  # read the first chunk before the clock starts: pacing is about sending
+        if first is not None:
+            it = itertools.chain([first], it)
+        self.pacer.restart()
+        t0 = time.monotonic()
+        bar = _progress_bar(self.source.limit) if self.progress else None
+        next_log = t0 + 5.0
+        produce = producer.produce
+        topic = self.topic
+        on_delivery = self._on_delivery
+        try:
+            exhausted = False
+            while not exhausted and not self.stop_event.is_set():
+                batch = self.pacer.allowance()
+                now_ms = int(time.time() * 1000)
+                for _ in range(batch):
+                    rec = next(it, None)
+                    if rec is None:
+                        exhausted = True
+                        break
+                    headers = [("record_id", str(rec.record_id).encode())]
+                    if rec.label is not None:
+                        headers.append(("label", rec.label.encode()))
+                    while True:
+                        try:
+                            produce(topic, value=rec.value, key=str(rec.record_id).encode(), headers=headers,
+                                    timestamp=now_ms, on_delivery=on_delivery)
+                            break
+                        except BufferError:  # local queue full: let deliveries drain, then retry this record
+                            producer.poll(0.05)
+                    res.sent += 1
+                producer.poll(0)
+                if bar is not None:
+                    bar.update(res.sent - bar.n)
+                elif time.monotonic() >= next_log:
+                    log.info("sent %d, delivered %d, failed %d, %.0f records/s", res.sent, res.delivered,
+                             res.failed, res.sent / (time.monotonic() - t0))
+                    next_log += 5.0
+            res.interrupted = self.stop_event.is_set()
+        finally:
+            remaining = producer.flush(60)
+            while remaining and not self.stop_event.is_set():
+                log.warning("%d records still in flight; waiting for the broker", remaining)
+                remaining = producer.flush(30)
+            res.seconds = time.monotonic() - t0
+            if bar is not None:
+                bar.update(res.sent - bar.n)
+                bar.close()
+        if res.delivered + res.failed != res.sent:
+            res.failures_by_reason["not_acknowledged"] += res.sent - res.delivered - res.failed
+            res.failed = res.sent - res.delivered
+        return res
+
+
+def _progress_bar(total: int | None) -> Any:
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="rec", unit_scale=True, dynamic_ncols=True, desc="replay")

@@ -1,0 +1,181 @@
+"""What to replay: rows of a KDD file, in order or shuffled, subsampled, limited, encoded for the wire.
+
+Rows stream in chunks so the 4.9M-row full file replays in constant memory; ``--shuffle`` needs the
+whole file (it is a permutation of it) and says so in the help. Malformed lines are counted here and
+never reach the wire.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import queue
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from training.kdd99 import CATEGORICAL, FEATURES, KddData, KddFormatError, iter_kdd_chunks, read_kdd, strip_label
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("csv", "json")
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    record_id: int
+    value: bytes
+    label: str | None  # the source label as written in the file (e.g. "smurf."), or None if unlabelled
+
+
+@dataclasses.dataclass
+class SourceStats:
+    lines_read: int = 0
+    malformed: int = 0
+    malformed_by_reason: Counter[str] = dataclasses.field(default_factory=Counter)
+    dropped_by_anomaly_fraction: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceOptions:
+    data: Path
+    fmt: str = "csv"
+    shuffle: bool = False
+    seed: int = 0
+    limit: int | None = None
+    loop: bool = False
+    anomaly_fraction: float | None = None
+    strict: bool = False
+    chunk_lines: int = 50_000
+
+    def __post_init__(self) -> None:
+        if self.fmt not in FORMATS:
+            raise ValueError(f"--format must be one of {FORMATS}, got {self.fmt!r}")
+        if self.anomaly_fraction is not None and not 0.0 <= self.anomaly_fraction < 1.0:
+            raise ValueError(f"--anomaly-fraction must be in [0, 1), got {self.anomaly_fraction}")
+        if self.limit is not None and self.limit < 0:
+            raise ValueError(f"--limit must be >= 0, got {self.limit}")
+
+
+def records(opts: SourceOptions, stats: SourceStats) -> Iterator[Record]:
+    """Yield records to send, honouring every option; loops forever with ``loop``."""
+    sent = 0
+    rng = np.random.default_rng(opts.seed)
+    while True:
+        for chunk in _prefetch(_chunks(opts, rng)):
+            _count_rejected(chunk, stats, opts.strict)
+            keep = _subsample(chunk, opts.anomaly_fraction, rng, stats)
+            for rec in _encode(chunk, keep, opts.fmt):
+                if opts.limit is not None and sent >= opts.limit:
+                    return
+                sent += 1
+                yield rec
+        if not opts.loop or sent == 0:
+            return
+
+
+def _prefetch(chunks: Iterator[KddData]) -> Iterator[KddData]:
+    """Parse the next chunk on a thread while this one is sent, so a paced replay has no pause per chunk."""
+    q: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def work() -> None:
+        try:
+            for chunk in chunks:
+                while not stop.is_set():
+                    try:
+                        q.put(("chunk", chunk), timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(("end", None))
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer thread
+            q.put(("error", exc))
+
+    thread = threading.Thread(target=work, name="kdd-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, item = q.get()
+            if kind == "end":
+                return
+            if kind == "error":
+                raise item  # type: ignore[misc]
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+
+
+def _chunks(opts: SourceOptions, rng: np.random.Generator) -> Iterator[KddData]:
+    if not opts.shuffle:
+        yield from iter_kdd_chunks(opts.data, chunk_lines=opts.chunk_lines, strict=opts.strict, keep_raw=True)
+        return
+    data = read_kdd(opts.data, strict=opts.strict, keep_raw=True)
+    order = rng.permutation(len(data))
+    yield KddData(
+        source=data.source, features=data.features.iloc[order].reset_index(drop=True),
+        labels=None if data.labels is None else data.labels.iloc[order].reset_index(drop=True),
+        lines=data.lines[order], raw=_raw(data).iloc[order].reset_index(drop=True), rejected=data.rejected,
+        variant=data.variant,
+    )
+
+
+def _count_rejected(chunk: KddData, stats: SourceStats, strict: bool) -> None:
+    stats.lines_read += len(chunk) + len(chunk.rejected)
+    for rej in chunk.rejected:
+        stats.malformed += 1
+        stats.malformed_by_reason[rej.reason] += 1
+        if stats.malformed <= 10:
+            log.warning("%s, line %d: %s (skipped)", chunk.source, rej.line, rej.reason)
+    if strict and chunk.rejected:  # read_kdd raises first; this guards the invariant
+        raise KddFormatError(f"{chunk.source}, line {chunk.rejected[0].line}: {chunk.rejected[0].reason}")
+
+
+def _subsample(chunk: KddData, fraction: float | None, rng: np.random.Generator, stats: SourceStats) -> np.ndarray:
+    """Row positions to send. With ``fraction``, all normal rows and just enough attacks for that share."""
+    n = len(chunk)
+    if fraction is None or chunk.labels is None:
+        return np.arange(n)
+    attack = chunk.is_attack
+    n_normal = int((~attack).sum())
+    want = int(round(fraction / (1.0 - fraction) * n_normal)) if fraction > 0 else 0
+    attacks = np.flatnonzero(attack)
+    chosen = np.sort(rng.choice(attacks, size=min(want, len(attacks)), replace=False))
+    stats.dropped_by_anomaly_fraction += len(attacks) - len(chosen)
+    return np.sort(np.concatenate([np.flatnonzero(~attack), chosen]))
+
+
+def _raw(chunk: KddData) -> pd.Series:
+    if chunk.raw is None:
+        raise RuntimeError("internal: source chunks are read with keep_raw=True")
+    return chunk.raw
+
+
+def _encode(chunk: KddData, keep: np.ndarray, fmt: str) -> Iterator[Record]:
+    raw = _raw(chunk).to_numpy()
+    ids = chunk.record_ids
+    labelled = chunk.variant > len(FEATURES)
+    if fmt == "csv":
+        for j in keep:
+            line = raw[j]
+            label = line.split(",")[len(FEATURES)] if labelled else None
+            yield Record(int(ids[j]), strip_label(line, chunk.variant).encode(), label)
+        return
+    cats = set(CATEGORICAL)
+    cols = {name: chunk.features[name].to_numpy() for name in FEATURES}
+    for j in keep:
+        obj = {name: (str(cols[name][j]) if name in cats else _number(cols[name][j])) for name in FEATURES}
+        label = raw[j].split(",")[len(FEATURES)] if labelled else None
+        yield Record(int(ids[j]), json.dumps(obj, separators=(",", ":")).encode(), label)
+
+
+def _number(v: float) -> int | float:
+    f = float(v)
+    return int(f) if f.is_integer() and abs(f) < 2**53 else f
