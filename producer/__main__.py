@@ -14,7 +14,8 @@ import sys
 from pathlib import Path
 
 from producer import kafka_options
-from producer.replay import Replayer, ensure_topic
+from producer.kafka_options import ensure_topic
+from producer.replay import Replayer
 from producer.source import FORMATS, SourceOptions
 from training import cli_env
 from training.kdd99 import KddFormatError, default_data_path

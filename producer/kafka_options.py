@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 from typing import Any
 
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
 from training import cli_env
+
+log = logging.getLogger(__name__)
 
 SECRET_KEYS = ("sasl.password", "ssl.key.password", "ssl.keystore.password", "sasl.oauthbearer.client.secret")
 SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -88,3 +94,19 @@ def from_args(args: argparse.Namespace) -> KafkaOptions:
         ssl_ca_location=args.ssl_ca_location,
         extra=cli_env.parse_kv(args.kafka_extra, "KAFKA_EXTRA_CONFIG"),
     )
+
+
+def ensure_topic(client_config: dict[str, Any], topic: str, partitions: int, replication: int) -> None:
+    """Create ``topic`` when missing; an existing topic is used as it is."""
+    admin = AdminClient({k: v for k, v in client_config.items() if not k.startswith(("enable.", "acks"))})
+    md = admin.list_topics(timeout=30)
+    if topic in md.topics and md.topics[topic].error is None:
+        return
+    fut = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=replication)],
+                              operation_timeout=30)[topic]
+    try:
+        fut.result(timeout=60)
+        log.info("created topic %s (%d partitions, replication %d)", topic, partitions, replication)
+    except KafkaException as exc:
+        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+            raise

@@ -16,8 +16,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import KafkaError, Producer
 
 from producer.pacing import Pacer
 from producer.source import SourceOptions, SourceStats, records
@@ -61,22 +60,6 @@ class ReplayResult:
             "attacks_dropped_by_anomaly_fraction": self.source.dropped_by_anomaly_fraction,
             "seconds": round(self.seconds, 3), "rate_per_s": round(self.rate, 1), "interrupted": self.interrupted,
         }
-
-
-def ensure_topic(client_config: dict[str, Any], topic: str, partitions: int, replication: int) -> None:
-    """Create ``topic`` when missing; an existing topic is used as it is."""
-    admin = AdminClient({k: v for k, v in client_config.items() if not k.startswith(("enable.", "acks"))})
-    md = admin.list_topics(timeout=30)
-    if topic in md.topics and md.topics[topic].error is None:
-        return
-    fut = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=replication)],
-                              operation_timeout=30)[topic]
-    try:
-        fut.result(timeout=60)
-        log.info("created topic %s (%d partitions, replication %d)", topic, partitions, replication)
-    except KafkaException as exc:
-        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-            raise
 
 
 class Replayer:

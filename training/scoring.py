@@ -94,37 +94,53 @@ class Scorer:
         ids, _ = self.preprocessor.encode_categories(features)
         return self.score_arrays(self.preprocessor.numeric_matrix(features).astype(np.float32), ids)
 
-    def explain(self, scores: Scores, row: int, features: pd.DataFrame | None, top: int = 5) -> list[dict[str, Any]]:
-        """Top features by reconstruction error for one row, with observed and reconstructed values."""
-        errors = scores.feature_error[row]
-        order = np.argsort(-errors, kind="stable")[:top]
-        recon = self.reconstructed_values(scores.reconstruction[row])
-        out = []
-        for j in order:
-            name = FEATURES[j]
-            observed = None if features is None else features.iloc[row][name]
-            if isinstance(observed, (np.floating, np.integer)):
-                observed = observed.item()
-            out.append({"feature": name, "error": float(errors[j]), "observed": observed,
-                        "reconstructed": recon[name]})
+    def explain(self, scores: Scores, rows: np.ndarray, features: pd.DataFrame, top: int = 5) -> list[list[dict[str, Any]]]:
+        """Top features by reconstruction error for the given rows, with observed and reconstructed values.
+
+        Vectorised over rows: alerts can be most of a batch during an attack, and this is on the hot path.
+        ``features`` holds the observed rows aligned with ``rows``.
+        """
+        if len(rows) == 0:
+            return []
+        errors = scores.feature_error[rows]
+        order = np.argsort(-errors, axis=1, kind="stable")[:, :top]
+        recon = self.reconstructed_values(scores.reconstruction[rows])
+        observed = {name: features[name].to_numpy() for name in FEATURES}
+        out: list[list[dict[str, Any]]] = []
+        for r in range(len(rows)):
+            items = []
+            for j in order[r]:
+                name = FEATURES[j]
+                items.append({"feature": name, "error": float(errors[r, j]), "observed": _plain(observed[name][r]),
+                              "reconstructed": _plain(recon[name][r])})
+            out.append(items)
         return out
 
-    def reconstructed_values(self, reconstruction: np.ndarray) -> dict[str, Any]:
-        """Map a model output back to feature units: undo scaling and log1p; argmax of each one-hot block."""
+    def reconstructed_values(self, reconstruction: np.ndarray) -> dict[str, np.ndarray]:
+        """Map model outputs (rows x width) back to feature units: undo scaling and log1p; argmax per block."""
         p = self.preprocessor
         lo = np.asarray(p.minimum)
         span = np.asarray(p.maximum) - lo
         span = np.where(span > 0, span, 1.0)
-        x = reconstruction[: p.n_numeric].astype(np.float64) * span + lo
+        x = reconstruction[:, : p.n_numeric].astype(np.float64) * span + lo
         x = np.where(np.asarray(p.log_scaled), np.expm1(x), x)
-        values: dict[str, Any] = {name: float(v) for name, v in zip(p.numeric, x, strict=True)}
+        values: dict[str, np.ndarray] = {name: x[:, j] for j, name in enumerate(p.numeric)}
         offset = p.n_numeric
         for name, size in zip(CATEGORICAL, p.vocab_sizes, strict=True):
-            k = int(np.argmax(reconstruction[offset : offset + size]))
-            vocab = p.categories[name]
-            values[name] = vocab[k] if k < len(vocab) else UNKNOWN
+            k = np.argmax(reconstruction[:, offset : offset + size], axis=1)
+            vocab = np.asarray(list(p.categories[name]) + [UNKNOWN], dtype=object)
+            values[name] = vocab[k]
             offset += size
         return values
+
+
+def _plain(v: Any) -> Any:
+    """numpy scalar -> JSON-ready Python value (rounded floats keep alerts readable)."""
+    if isinstance(v, (np.floating, float)):
+        return round(float(v), 6)
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
 
 
 def _feature_groups(p: Preprocessor) -> np.ndarray:
