@@ -66,7 +66,7 @@ def build_alert(msg: Any, topic: str, score: float, threshold: float, model_vers
         "source": {"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()},
         "event_time": _iso(ts if ts_type else None),
         "detection_time": _iso(now_ms),
-        "score": round(float(score), 8),
+        "score": float(score),
         "threshold": float(threshold),
         "severity": round(float(score) / float(threshold), 4),
         "model_version": model_version,

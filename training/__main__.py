@@ -49,6 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_env.add(ev, "--out", "EVAL_OUT", default=Path("artifacts/eval"), type=Path, help="report directory")
     cli_env.add_flag(ev, "--no-plots", "EVAL_NO_PLOTS", help="skip the PNG plots")
     cli_env.add_flag(ev, "--no-baseline", "EVAL_NO_BASELINE", help="skip the IsolationForest baseline")
+    cli_env.add(ev, "--scores-out", "EVAL_SCORES_OUT", type=Path,
+                help="also write every row's record_id, label, score and flag to this CSV")
 
     bm = sub.add_parser("benchmark", help="KDDRev protocol over several seeds (F1 vs DAGMM and GOAD)")
     cli_env.add(bm, "--data", "KDD_DATA", default=default_data_path(), type=Path, help="KDD99 file")
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             from training.evaluate import evaluate
 
             report = evaluate(args.model, args.data, args.out, baseline=not args.no_baseline,
-                              plots=not args.no_plots)
+                              plots=not args.no_plots, scores_out=args.scores_out)
             keys = ("rows_scored", "roc_auc", "pr_auc", "recall_at_threshold", "fpr_at_threshold", "f1_at_threshold")
             print(json.dumps({k: report[k] for k in keys} | {"report": str(args.out / "report.json")}))
         else:

@@ -35,7 +35,7 @@ def training_split(bundle: Bundle) -> tuple[KddData, Split] | None:
 
 
 def evaluate(model_dir: Path, data_path: Path, out: Path, *, baseline: bool = True, plots: bool = True,
-             seed: int = 0) -> dict[str, Any]:
+             seed: int = 0, scores_out: Path | None = None) -> dict[str, Any]:
     t0 = time.monotonic()
     bundle = load_bundle(model_dir)
     scorer = bundle.scorer()
@@ -97,6 +97,12 @@ def evaluate(model_dir: Path, data_path: Path, out: Path, *, baseline: bool = Tr
                 "threshold_rule": "same target FPR on the same calibration rows as the autoencoder",
             }
     out.mkdir(parents=True, exist_ok=True)
+    if scores_out is not None:
+        import pandas as pd
+
+        pd.DataFrame({"record_id": data.record_ids[rows], "label": labels, "score": scores.score,
+                      "flagged": flagged}).to_csv(scores_out, index=False, float_format="%.9g")
+        report["scores_file"] = str(scores_out)
     if plots:
         from training import plots as plotting
 

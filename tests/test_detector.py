@@ -1,0 +1,206 @@
+"""The detector service against the real broker: exact alerts, dead letters, metrics, crash recovery."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import pandas as pd
+import pytest
+
+from detector.outputs import load_schema
+from tests.conftest import TopicFactory
+from tests.detector_harness import (
+    REPO,
+    DetectorProcess,
+    alert_docs,
+    committed_all,
+    offline_alert_ids,
+    produce_rows,
+    wait_until,
+)
+from tests.kafka_util import drain
+from training.kdd99 import read_kdd, strip_label
+
+
+def malformed_messages(sample_line: str, n: int) -> tuple[list[bytes], list[str]]:
+    """``n`` hostile records of ten kinds, with the dead-letter reason each must get."""
+    base = strip_label(sample_line, 42)
+    fields = base.split(",")
+
+    def with_field(i: int, value: str) -> bytes:
+        f = list(fields)
+        f[i] = value
+        return ",".join(f).encode()
+
+    kinds: list[tuple[bytes, str]] = [
+        (b"", "empty"),
+        (b"9" * 20_000, "oversized"),
+        (with_field(1, "").replace(b",,", b",\xff\xfe,", 1), "not_utf8"),
+        (b"1,2,3", "wrong_field_count"),
+        (with_field(4, "abc"), "invalid_value"),
+        (with_field(4, "nan"), "invalid_value"),
+        (with_field(5, "-7"), "invalid_value"),
+        (b'{"duration": 1}', "invalid_json"),
+        (b'{"duration": ', "invalid_json"),
+        (base.encode() + b"\n" + base.encode(), "wrong_field_count"),
+    ]
+    values = [kinds[i % len(kinds)][0] for i in range(n)]
+    reasons = [kinds[i % len(kinds)][1] for i in range(n)]
+    return values, reasons
+
+
+@pytest.fixture(scope="module")
+def rows_50k(kdd_path: Path):  # noqa: ANN201
+    return read_kdd(kdd_path, limit=50_000, keep_raw=True)
+
+
+def test_50k_rows_with_500_malformed(kafka_bootstrap: str, make_topic: TopicFactory, small_bundle: Path,
+                                     rows_50k, tmp_path: Path) -> None:
+    data = rows_50k
+    topic, alerts, dlq = make_topic("in", partitions=3), make_topic("alerts", 3), make_topic("dlq", 3)
+    bad_values, bad_reasons = malformed_messages(data.raw[0], 500)
+    bad = {i * 100 + 7: v for i, v in enumerate(bad_values)}  # mixed in, every 100 rows
+    expected_reason = {f"bad-{i * 100 + 7}": r for i, r in enumerate(bad_reasons)}
+    total = produce_rows(kafka_bootstrap, topic, data, bad)
+    assert total == 50_500
+
+    expected_ids, offline_scores = offline_alert_ids(small_bundle, data)
+    det = DetectorProcess(kafka_bootstrap, topic, alerts, small_bundle, dlq_topic=dlq,
+                          log_path=tmp_path / "detector.log")
+    with det:
+        wait_until(lambda: det.total("detector_records_scored_total") >= 50_000
+                   and det.total("detector_dead_letters_total") >= 500, 300, "all records handled")
+        m = det.metrics()
+        assert det.total("detector_records_scored_total") == 50_000  # every valid row scored exactly once
+        assert det.total("detector_records_consumed_total") == 50_500
+        assert det.total("detector_dead_letters_total") == 500
+        by_reason = Counter(expected_reason.values())
+        for reason, n in by_reason.items():
+            assert m[f"detector_dead_letters_total{{reason={reason}}}"] == n, reason
+        wait_until(lambda: det.total("detector_alerts_total") >= len(expected_ids), 60, "alert acks")
+        assert det.total("detector_alerts_total") == len(expected_ids)
+        assert m["detector_anomaly_score_count"] == 50_000
+        assert det.get("/healthz")[0] == 200
+        assert det.stop() == 0  # SIGTERM: clean exit
+
+    alert_msgs = drain(kafka_bootstrap, alerts, len(expected_ids))
+    docs = alert_docs(alert_msgs)
+    got = Counter(int(d["record_id"]) for d in docs)
+    assert set(got) == expected_ids  # exactly the rows whose offline score exceeds the threshold
+    assert max(got.values()) == 1
+    schema = load_schema()
+    for doc in docs:
+        jsonschema.validate(doc, schema, format_checker=jsonschema.FormatChecker())
+    by_id = dict(zip(data.record_ids.tolist(), offline_scores.tolist(), strict=True))
+    for doc, msg in zip(docs[:2000], alert_msgs[:2000], strict=True):
+        assert np.float32(doc["score"]) == np.float32(by_id[int(doc["record_id"])])
+        assert msg.key().decode() == doc["record_id"]  # keyed like the input
+        assert doc["source"]["topic"] == topic and doc["severity"] > 1
+        assert doc["label"] is not None and len(doc["top_features"]) == 5
+
+    dead = drain(kafka_bootstrap, dlq, 500)
+    assert len(dead) == 500
+    for msg in dead:
+        h = {k: v for k, v in msg.headers()}
+        key = msg.key().decode()
+        assert h["dlq.reason"].decode() == expected_reason[key], (key, h)
+        assert msg.value() == bad[int(key.split("-")[1])]  # original bytes, untouched
+        assert h["dlq.source.topic"].decode() == topic and int(h["dlq.source.offset"]) >= 0
+
+
+def test_detector_score_equals_training_evaluate(kafka_bootstrap: str, make_topic: TopicFactory,
+                                                 small_bundle: Path, kdd_path: Path, tmp_path: Path) -> None:
+    data = read_kdd(kdd_path, limit=5000, keep_raw=True)
+    sample = tmp_path / "sample.csv"
+    sample.write_text("\n".join(data.raw) + "\n")
+    scores_csv = tmp_path / "scores.csv"
+    proc = subprocess.run([sys.executable, "-m", "training", "evaluate", "--model", str(small_bundle), "--data",
+                           str(sample), "--out", str(tmp_path / "eval"), "--no-plots", "--no-baseline",
+                           "--scores-out", str(scores_csv)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    offline = pd.read_csv(scores_csv)
+    flagged = offline[offline.flagged]
+    assert len(flagged) > 0
+
+    topic, alerts = make_topic("eq"), make_topic("eq-alerts")
+    produce_rows(kafka_bootstrap, topic, data)
+    with DetectorProcess(kafka_bootstrap, topic, alerts, small_bundle, log_path=tmp_path / "d.log") as det:
+        wait_until(lambda: det.total("detector_records_scored_total") >= 5000, 120, "scoring")
+    docs = alert_docs(drain(kafka_bootstrap, alerts, len(flagged)))
+    got = {int(d["record_id"]): np.float32(d["score"]) for d in docs}
+    want = {int(r): np.float32(s) for r, s in zip(flagged.record_id, flagged.score, strict=True)}
+    assert got == want  # same rows, bit-identical float32 scores
+
+
+def test_invalid_configuration_names_the_setting(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "detector", "--model", str(tmp_path), "--batch-size", "0"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "--batch-size (DETECTOR_BATCH_SIZE) must be 1..100000, got 0" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "detector", "--model", str(tmp_path / "none")], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "is not a directory" in proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "detector", "--model", str(tmp_path)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "has no bundle.json" in proc.stderr
+
+
+@pytest.mark.parametrize("mode", ["at-least-once", "exactly-once"])
+def test_sigkill_and_restart_loses_nothing(kafka_bootstrap: str, make_topic: TopicFactory, small_bundle: Path,
+                                           kdd_path: Path, tmp_path: Path, mode: str) -> None:
+    data = read_kdd(kdd_path, limit=200_000, keep_raw=True)
+    topic, alerts = make_topic("kill", partitions=4), make_topic("kill-alerts", 4)
+    group = f"g-{topic}"
+    produce_rows(kafka_bootstrap, topic, data)
+    expected, _ = offline_alert_ids(small_bundle, data)
+    extra = ("--exactly-once",) if mode == "exactly-once" else ()
+    log = tmp_path / "d.log"
+
+    first = DetectorProcess(kafka_bootstrap, topic, alerts, small_bundle, *extra, group=group, log_path=log)
+    with first:
+        wait_until(lambda: first.total("detector_records_scored_total") >= 60_000, 300, "progress before kill")
+        assert first.stop(signal.SIGKILL) == -signal.SIGKILL
+    second = DetectorProcess(kafka_bootstrap, topic, alerts, small_bundle, *extra, group=group, log_path=log)
+    with second:
+        wait_until(lambda: committed_all(kafka_bootstrap, group, topic), 300, "all offsets committed", 1.0)
+        assert second.stop() == 0
+
+    docs = alert_docs(drain(kafka_bootstrap, alerts, len(expected), timeout_s=180))
+    ids = Counter(int(d["record_id"]) for d in docs)
+    assert set(ids) == expected
+    duplicates = sum(ids.values()) - len(ids)
+    print(f"{mode}: {len(expected)} alerts expected, {duplicates} duplicates after SIGKILL")
+    if mode == "exactly-once":
+        assert duplicates == 0
+
+
+def test_two_detectors_share_partitions_and_one_stops(kafka_bootstrap: str, make_topic: TopicFactory,
+                                                      small_bundle: Path, kdd_path: Path, tmp_path: Path) -> None:
+    data = read_kdd(kdd_path, limit=120_000, keep_raw=True)
+    topic, alerts = make_topic("scale", partitions=6), make_topic("scale-alerts", 6)
+    group = f"g-{topic}"
+    expected, _ = offline_alert_ids(small_bundle, data)
+    a = DetectorProcess(kafka_bootstrap, topic, alerts, small_bundle, group=group, log_path=tmp_path / "a.log")
+    b = DetectorProcess(kafka_bootstrap, topic, alerts, small_bundle, group=group, log_path=tmp_path / "b.log")
+    with a, b:
+        wait_until(lambda: a.total("detector_assigned_partitions") + b.total("detector_assigned_partitions") == 6,
+                   120, "6 partitions shared by two detectors")
+        assert a.total("detector_assigned_partitions") == 3 == b.total("detector_assigned_partitions")
+        produce_rows(kafka_bootstrap, topic, data)
+        wait_until(lambda: a.total("detector_records_scored_total") + b.total("detector_records_scored_total")
+                   >= 40_000, 300, "both scoring")
+        scored_by_b = b.total("detector_records_scored_total")
+        assert b.stop() == 0  # graceful: finishes its batch, commits, leaves the group
+        wait_until(lambda: a.total("detector_assigned_partitions") == 6, 120, "survivor takes all partitions")
+        wait_until(lambda: committed_all(kafka_bootstrap, group, topic), 300, "all offsets committed", 1.0)
+        assert scored_by_b > 0
+    docs = alert_docs(drain(kafka_bootstrap, alerts, len(expected), timeout_s=180))
+    ids = Counter(int(d["record_id"]) for d in docs)
+    assert set(ids) == expected
