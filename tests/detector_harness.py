@@ -107,15 +107,24 @@ def produce_rows(bootstrap: str, topic: str, data: KddData, bad: dict[int, bytes
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 10})
     raw = data.raw
     assert raw is not None
+
+    def send(value: bytes, key: bytes, headers: list[tuple[str, bytes]]) -> None:
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key, headers=headers)
+                return
+            except BufferError:
+                producer.poll(0.1)
+
     n = 0
     for i, (rid, line) in enumerate(zip(data.record_ids, raw, strict=True)):
         if bad and i in bad:
-            producer.produce(topic, value=bad[i], key=f"bad-{i}".encode(), headers=[("record_id", f"bad-{i}".encode())])
+            send(bad[i], f"bad-{i}".encode(), [("record_id", f"bad-{i}".encode())])
             n += 1
-        producer.produce(topic, value=strip_label(line, data.variant).encode(), key=str(rid).encode(),
-                         headers=[("record_id", str(rid).encode()), ("label", line.rsplit(",", 1)[1].encode())])
+        send(strip_label(line, data.variant).encode(), str(rid).encode(),
+             [("record_id", str(rid).encode()), ("label", line.rsplit(",", 1)[1].encode())])
         n += 1
-        if i % 10000 == 0:
+        if i % 1000 == 0:
             producer.poll(0)
     assert producer.flush(60) == 0
     return n
