@@ -23,9 +23,8 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
 
-    from training.bundle import BundleError
-
     from detector.service import Detector, FatalError
+    from training.bundle import BundleError
 
     try:
         detector = Detector(config)

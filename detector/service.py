@@ -57,6 +57,40 @@ def observe_many(hist: Any, values: np.ndarray) -> None:
     hist._sum.inc(float(np.sum(values)))
 
 
+def client_configs(config: DetectorConfig, stats_cb: Any = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Consumer and producer settings; ``-X`` pass-through settings win over these defaults."""
+    base = config.kafka.client_config()
+    consumer = {
+        **base,
+        "group.id": config.group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": config.auto_offset_reset,
+        "isolation.level": "read_committed",
+        "fetch.min.bytes": 1,
+        "fetch.wait.max.ms": 10,
+        "queued.max.messages.kbytes": 65536,
+    }
+    if stats_cb is not None:
+        consumer["statistics.interval.ms"] = 5000
+        consumer["stats_cb"] = stats_cb
+    producer = {
+        **base,
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 2,
+        "compression.type": "lz4",
+        "message.timeout.ms": 30_000,
+        "queue.buffering.max.messages": max(100_000, 4 * config.batch_size),
+    }
+    if config.exactly_once:
+        producer["transactional.id"] = config.effective_transactional_id
+        producer["transaction.timeout.ms"] = 60_000
+    for conf in (consumer, producer):
+        conf.update(config.kafka.extra)
+    return consumer, producer
+
+
 class Detector:
     def __init__(self, config: DetectorConfig, bundle: Bundle | None = None) -> None:
         self.config = config
@@ -76,39 +110,6 @@ class Detector:
         self.server: HealthServer | None = None
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
-
-    # ------------------------------------------------------------------------------------ clients
-    def _client_configs(self) -> tuple[dict[str, Any], dict[str, Any]]:
-        base = self.config.kafka.client_config()
-        consumer = {
-            **base,
-            "group.id": self.config.group_id,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": self.config.auto_offset_reset,
-            "isolation.level": "read_committed",
-            "statistics.interval.ms": 5000,
-            "stats_cb": self.metrics.observe_stats,
-            "fetch.min.bytes": 1,
-            "fetch.wait.max.ms": 10,
-            "queued.max.messages.kbytes": 65536,
-        }
-        producer = {
-            **base,
-            "enable.idempotence": True,
-            "acks": "all",
-            "linger.ms": 2,
-            "compression.type": "lz4",
-            "message.timeout.ms": 30_000,
-            "queue.buffering.max.messages": max(100_000, 4 * self.config.batch_size),
-        }
-        if self.config.exactly_once:
-            producer["transactional.id"] = self.config.effective_transactional_id
-            producer["transaction.timeout.ms"] = 60_000
-        # pass-through settings win over our defaults, for both clients
-        for conf in (consumer, producer):
-            conf.update(self.config.kafka.extra)
-        return consumer, producer
 
     def ready(self) -> tuple[bool, str]:
         if not self.warmed:
@@ -146,7 +147,7 @@ class Detector:
 
     # -------------------------------------------------------------------------------------- run
     def start(self) -> None:
-        consumer_conf, producer_conf = self._client_configs()
+        consumer_conf, producer_conf = client_configs(self.config, self.metrics.observe_stats)
         log.info("consumer %s", redacted({k: v for k, v in consumer_conf.items() if k != "stats_cb"}))
         self.server = HealthServer(self.metrics, self.config.metrics_port, self.ready, host=self.config.metrics_host)
         self.server.start()
@@ -204,7 +205,7 @@ class Detector:
     # ------------------------------------------------------------------------------------- batch
     def step(self) -> int:
         """One micro-batch; returns the number of input records handled."""
-        consumer, producer, m = self.consumer, self.producer, self.metrics
+        consumer, producer = self.consumer, self.producer
         if consumer is None or producer is None:
             raise RuntimeError("Detector.start() was not called")
         t0 = time.perf_counter()
@@ -320,7 +321,8 @@ class Detector:
             failed: list[OutMessage] = []
             errors: Tally[str] = Tally()
 
-            def on_delivery(err: KafkaError | None, out: OutMessage) -> None:
+            def on_delivery(err: KafkaError | None, out: OutMessage, failed: list[OutMessage] = failed,
+                            errors: Tally[str] = errors) -> None:
                 if err is None:
                     self._acked(out, time.time())
                 else:
@@ -364,7 +366,7 @@ class Detector:
             acked: list[OutMessage] = []
             try:
                 producer.begin_transaction()
-                self._produce_all(outputs, lambda err, out: acked.append(out) if err is None else None)
+                self._produce_all(outputs, lambda err, out, acked=acked: acked.append(out) if err is None else None)
                 producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30)
                 producer.commit_transaction(60)
                 now = time.time()

@@ -94,7 +94,9 @@ class Scorer:
         ids, _ = self.preprocessor.encode_categories(features)
         return self.score_arrays(self.preprocessor.numeric_matrix(features).astype(np.float32), ids)
 
-    def explain(self, scores: Scores, rows: np.ndarray, features: pd.DataFrame, top: int = 5) -> list[list[dict[str, Any]]]:
+    def explain(
+        self, scores: Scores, rows: np.ndarray, features: pd.DataFrame, top: int = 5
+    ) -> list[list[dict[str, Any]]]:
         """Top features by reconstruction error for the given rows, with observed and reconstructed values.
 
         Vectorised over rows: alerts can be most of a batch during an attack, and this is on the hot path.

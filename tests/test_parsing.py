@@ -1,0 +1,88 @@
+"""The detector's batch parser: every input is either a typed row or a rejection with a reason."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detector import parsing
+from training.kdd99 import FEATURES
+
+GOOD = ("0,tcp,http,SF,181,5450,0,0,0,0,0,1,0,0,0,0,0,0,0,0,0,0,8,8,0.00,0.00,0.00,0.00,1.00,0.00,0.00,9,9,1.00,"
+        "0.00,0.11,0.00,0.00,0.00,0.00,0.00")
+
+
+def accounted(values: list[bytes | None]) -> parsing.ParsedBatch:
+    batch = parsing.parse_batch(values)
+    rejected = [r.index for r in batch.rejections]
+    everything = sorted(batch.index.tolist() + rejected)
+    assert everything == list(range(len(values))), "each input exactly once: parsed or rejected"
+    assert len(batch.features) == len(batch.index)
+    assert all(r.code in parsing.REASONS and r.detail for r in batch.rejections)
+    return batch
+
+
+def test_good_csv_and_json_parse_to_the_same_row() -> None:
+    obj = dict(zip(FEATURES, GOOD.split(","), strict=True))
+    batch = accounted([GOOD.encode(), json.dumps(obj).encode()])
+    assert batch.rejections == []
+    a, b = batch.features.iloc[0], batch.features.iloc[1]
+    assert a["src_bytes"] == b["src_bytes"] == 181.0 and a["service"] == b["service"] == "http"
+
+
+def test_each_reason() -> None:
+    fields = GOOD.split(",")
+    cases = {
+        b"": parsing.EMPTY,
+        b"   ": parsing.EMPTY,
+        b"1" * 20_000: parsing.OVERSIZED,
+        b"1,2": parsing.FIELD_COUNT,
+        GOOD.replace("181", "x").encode(): parsing.INVALID_VALUE,
+        GOOD.replace("181", "inf").encode(): parsing.INVALID_VALUE,
+        GOOD.replace("5450", "-1").encode(): parsing.INVALID_VALUE,
+        GOOD.replace("tcp", "\udcff", 1).encode("utf-8", "surrogateescape"): parsing.NOT_UTF8,
+        b"[1,2,3]": parsing.FIELD_COUNT,
+        b"{}": parsing.INVALID_JSON,
+        b'{"a": [1]': parsing.INVALID_JSON,
+        json.dumps(dict(zip(FEATURES, fields, strict=True)) | {"count": None}).encode(): parsing.INVALID_JSON,
+        json.dumps(dict(zip(FEATURES, fields, strict=True)) | {"count": "NaN"}).encode(): parsing.INVALID_VALUE,
+        (GOOD + "\n" + GOOD).encode(): parsing.FIELD_COUNT,
+    }
+    values = [GOOD.encode(), *cases]
+    batch = accounted(values)
+    assert batch.index.tolist() == [0]
+    got = {r.index: r.code for r in batch.rejections}
+    for i, want in enumerate(cases.values(), start=1):
+        assert got[i] == want, (values[i][:60], got[i], want)
+
+
+def test_one_bad_value_does_not_reject_its_batch_mates() -> None:
+    values = [GOOD.encode()] * 50 + [GOOD.replace("181", "oops").encode()] + [GOOD.encode()] * 50
+    batch = accounted(values)
+    assert len(batch.index) == 100 and [r.index for r in batch.rejections] == [50]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.binary(max_size=400), max_size=30))
+def test_random_bytes_are_always_accounted_for(values: list[bytes]) -> None:
+    accounted(values)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(GOOD.split(",")) | st.text(max_size=12) | st.floats().map(str), min_size=38,
+                max_size=44).map(lambda f: ",".join(f).encode("utf-8", "surrogatepass")))
+def test_mangled_csv_rows_are_typed_or_rejected(value: bytes) -> None:
+    batch = accounted([value, GOOD.encode()])
+    if len(batch.index) == 2:
+        numeric = batch.features.drop(columns=["protocol_type", "service", "flag"]).to_numpy(dtype=float)
+        assert np.isfinite(numeric).all() and (numeric >= 0).all()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(st.sampled_from(FEATURES), st.none() | st.booleans() | st.integers() | st.floats()
+                       | st.text(max_size=8) | st.lists(st.integers(), max_size=2), max_size=41))
+def test_json_of_any_shape_is_accounted_for(obj: dict[str, object]) -> None:
+    accounted([json.dumps(obj).encode()])
