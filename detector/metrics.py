@@ -62,9 +62,26 @@ class DetectorMetrics:
                             registry=r)
         self.assigned = Gauge("detector_assigned_partitions", "Input partitions assigned to this process",
                               registry=r)
+        self.model_created = Gauge("detector_model_created_timestamp_seconds",
+                                   "Creation time of the loaded bundle; a change means a new model", registry=r)
+        self.validation_score = Gauge("detector_model_validation_score",
+                                      "Score quantiles of held-out normal rows at training time (drift baseline)",
+                                      ["quantile"], registry=r)
         self.threshold.set(threshold)
         for stage in STAGES:
             self.stage.labels(stage=stage)
+
+    def describe_model(self, manifest: dict[str, Any]) -> None:
+        """Model identity and its validation baseline, from the bundle manifest."""
+        import datetime as dt
+
+        self.model.info({"version": str(manifest["version"]), "threshold": repr(float(manifest["threshold"])),
+                         "created": str(manifest.get("created", ""))})
+        created = manifest.get("created")
+        if created:
+            self.model_created.set(dt.datetime.fromisoformat(created).timestamp())
+        for q, v in manifest.get("validation", {}).get("score_quantiles_normal", {}).items():
+            self.validation_score.labels(quantile=str(q)).set(float(v))
 
     def observe_stats(self, stats_json: str) -> None:
         """librdkafka statistics callback: per-partition consumer lag."""

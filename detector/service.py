@@ -100,8 +100,7 @@ class Detector:
         self.version = self.bundle.version
         self.metrics = DetectorMetrics(self.threshold)
         self.device = scoring_device()
-        self.metrics.model.info({"version": self.version, "threshold": repr(self.threshold),
-                                 "created": str(self.bundle.manifest.get("created", ""))})
+        self.metrics.describe_model(self.bundle.manifest)
         self.metrics.device.info({"device": self.device})
         self.stop_event = threading.Event()
         self.assigned: set[tuple[str, int]] = set()

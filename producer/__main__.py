@@ -15,6 +15,7 @@ from pathlib import Path
 
 from producer import kafka_options
 from producer.kafka_options import ensure_topic
+from producer.metrics import ProducerMetrics
 from producer.replay import Replayer
 from producer.source import FORMATS, SourceOptions
 from training import cli_env
@@ -42,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     cli_env.add(p, "--partitions", "PRODUCER_PARTITIONS", default=6, type=int, help="partitions if creating the topic")
     cli_env.add(p, "--replication-factor", "PRODUCER_REPLICATION_FACTOR", default=1, type=int,
                 help="replication factor if creating the topic")
+    cli_env.add(p, "--metrics-port", "PRODUCER_METRICS_PORT", type=int,
+                help="serve Prometheus metrics on this port (default: off)")
     cli_env.add_flag(p, "--progress", "PRODUCER_PROGRESS", help="progress bar (default: on a terminal only)")
     p.set_defaults(progress=None)
     return p
@@ -61,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         conf = kafka.client_config()
         log.info("replaying %s to %s on %s", args.data, args.topic, kafka_options.redacted(conf))
         ensure_topic(conf, args.topic, args.partitions, args.replication_factor)
-        replayer = Replayer(conf, args.topic, source, rate=args.rate, progress=args.progress)
+        metrics = None
+        if args.metrics_port is not None:
+            metrics = ProducerMetrics()
+            metrics.serve(args.metrics_port)
+        replayer = Replayer(conf, args.topic, source, rate=args.rate, progress=args.progress, metrics=metrics)
     except (ValueError, KddFormatError) as exc:
         log.error("%s", exc)
         return 2

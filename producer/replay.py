@@ -18,6 +18,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Producer
 
+from producer.metrics import ProducerMetrics
 from producer.pacing import Pacer
 from producer.source import SourceOptions, SourceStats, records
 
@@ -64,7 +65,7 @@ class ReplayResult:
 
 class Replayer:
     def __init__(self, client_config: dict[str, Any], topic: str, source: SourceOptions, rate: float,
-                 progress: bool | None = None) -> None:
+                 progress: bool | None = None, metrics: ProducerMetrics | None = None) -> None:
         self.topic = topic
         self.source = source
         self.pacer = Pacer(rate)
@@ -72,6 +73,9 @@ class Replayer:
         self.stop_event = threading.Event()
         self.result = ReplayResult()
         self.progress = sys.stderr.isatty() if progress is None else progress
+        self.metrics = metrics
+        if metrics is not None:
+            metrics.target_rate.set(rate)
 
     def _on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
         if err is None:
@@ -79,6 +83,18 @@ class Replayer:
         else:
             self.result.failed += 1
             self.result.failures_by_reason[err.name()] += 1
+            if self.metrics is not None:
+                self.metrics.failed.labels(topic=self.topic, reason=err.name()).inc()
+
+    def _publish_metrics(self, last: tuple[int, int, int]) -> tuple[int, int, int]:
+        """Move the counters forward by what happened since ``last`` (sent, delivered, malformed)."""
+        res, m = self.result, self.metrics
+        now = (res.sent, res.delivered, res.source.malformed)
+        if m is not None:
+            m.sent.labels(topic=self.topic).inc(now[0] - last[0])
+            m.delivered.labels(topic=self.topic).inc(now[1] - last[1])
+            m.malformed.inc(now[2] - last[2])
+        return now
 
     def run(self) -> ReplayResult:
         producer = Producer(self.config)
@@ -91,6 +107,7 @@ class Replayer:
         t0 = time.monotonic()
         bar = _progress_bar(self.source.limit) if self.progress else None
         next_log = t0 + 5.0
+        published = (0, 0, 0)
         produce = producer.produce
         topic = self.topic
         on_delivery = self._on_delivery
@@ -116,6 +133,7 @@ class Replayer:
                             producer.poll(0.05)
                     res.sent += 1
                 producer.poll(0)
+                published = self._publish_metrics(published)
                 if bar is not None:
                     bar.update(res.sent - bar.n)
                 elif time.monotonic() >= next_log:
@@ -129,6 +147,7 @@ class Replayer:
                 log.warning("%d records still in flight; waiting for the broker", remaining)
                 remaining = producer.flush(30)
             res.seconds = time.monotonic() - t0
+            self._publish_metrics(published)
             if bar is not None:
                 bar.update(res.sent - bar.n)
                 bar.close()

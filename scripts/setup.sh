@@ -26,7 +26,16 @@ fi
 if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     echo "setup: installing Java 17 and Maven from Debian packages" >&2
-    apt-get update -qq && apt-get install -y -qq openjdk-17-jre-headless maven >/dev/null
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless maven >/dev/null
+  fi
+fi
+# Prometheus and promtool (Debian package) for the rule tests and the real-scrape test.
+if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing prometheus (and promtool) from Debian packages" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null
+  else
+    echo "setup: prometheus/promtool missing and cannot apt-get install them (not root?)" >&2
   fi
 fi
 if command -v mvn >/dev/null; then

@@ -9,12 +9,14 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from deploy.kafka.local_kafka import free_port
 from tests.kafka_util import drain
 from training.kdd99 import FEATURES, read_kdd, strip_label
 
@@ -124,15 +126,20 @@ def test_json_format_carries_41_named_fields(kafka_bootstrap: str, make_topic, k
 
 def test_sigterm_flushes_and_reports(kafka_bootstrap: str, make_topic, kdd_path: Path) -> None:
     topic = make_topic("sig")
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "producer", "--bootstrap-servers", kafka_bootstrap, "--topic", topic, "--data",
-         str(kdd_path), "--rate", "2000", "--loop"],
+         str(kdd_path), "--rate", "2000", "--loop", "--metrics-port", str(port)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
     )
     try:
         # wait for evidence of sending: records on the topic, not a fixed sleep
         first = drain(kafka_bootstrap, topic, 1, timeout_s=60)
         assert first, "producer sent nothing"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:  # noqa: S310
+            scraped = r.read().decode()
+        delivered = [ln for ln in scraped.splitlines() if ln.startswith("producer_records_delivered_total{")]
+        assert delivered and float(delivered[0].rsplit(" ", 1)[1]) > 0
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=90)
     finally:
