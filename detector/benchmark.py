@@ -9,7 +9,8 @@
 3. ``detector_rps``: the detector (same code as the service, in this process) drains it: parse, score,
    publish alerts, commit. ``ratio`` = detector / raw.
 4. Latency: a producer process offers R (default 10,000) records/s for S seconds while a detector
-   process runs; the alert topic uses broker append time, so each alert's latency is its append time
+   process runs (``--shuffle`` makes the producer read the file once, up front, so no parsing competes
+   with pacing during the run); the alert topic uses broker append time, so each alert's latency is its append time
    minus the input record's timestamp (set when the producer sent it): produce-to-alert, measured
    outside the detector.
 
@@ -120,7 +121,7 @@ def _latency(bootstrap: str, model: Path, data: Path, rate: float, seconds: floa
                 raise RuntimeError("detector did not start for the latency run")
         n = int(rate * seconds)
         prod = subprocess.run([sys.executable, "-m", "producer", "--bootstrap-servers", bootstrap, "--topic", topic,
-                               "--data", str(data), "--rate", str(rate), "--limit", str(n), "--loop",
+                               "--data", str(data), "--rate", str(rate), "--limit", str(n), "--loop", "--shuffle",
                                "--anomaly-fraction", "0.01", "-X", "linger.ms=5"], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=seconds * 3 + 120)
         if prod.returncode != 0:

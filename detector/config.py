@@ -26,7 +26,7 @@ class DetectorConfig:
     dlq_topic: str | None = None
     group_id: str = "kdd-detector"
     batch_size: int = 2000
-    batch_timeout_ms: int = 50
+    batch_timeout_ms: int = 20
     metrics_port: int = 9108
     metrics_host: str = "0.0.0.0"  # noqa: S104 - Prometheus scrapes from outside the pod
     exactly_once: bool = False
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_env.add(p, "--model", "MODEL_DIR", default=Path("artifacts/model"), type=Path, help="model bundle directory")
     cli_env.add(p, "--group-id", "DETECTOR_GROUP_ID", default="kdd-detector", help="consumer group")
     cli_env.add(p, "--batch-size", "DETECTOR_BATCH_SIZE", default=2000, type=int, help="max records per batch")
-    cli_env.add(p, "--batch-timeout-ms", "DETECTOR_BATCH_TIMEOUT_MS", default=50, type=int,
+    cli_env.add(p, "--batch-timeout-ms", "DETECTOR_BATCH_TIMEOUT_MS", default=20, type=int,
                 help="max wait to fill a batch")
     cli_env.add(p, "--metrics-port", "DETECTOR_METRICS_PORT", default=9108, type=int,
                 help="port for /metrics, /healthz, /readyz (0 = any free port)")

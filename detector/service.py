@@ -12,6 +12,7 @@ more input: memory stays bounded by one batch, nothing is dropped, and it resume
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -91,6 +92,17 @@ def client_configs(config: DetectorConfig, stats_cb: Any = None) -> tuple[dict[s
     return consumer, producer
 
 
+@dataclasses.dataclass
+class _Inflight:
+    """A batch whose outputs were sent but not yet all acknowledged; its offsets commit after they are."""
+
+    outputs: list[OutMessage]
+    offsets: list[TopicPartition]
+    account: Any
+    failed: list[OutMessage] = dataclasses.field(default_factory=list)
+    errors: Tally[str] = dataclasses.field(default_factory=Tally)
+
+
 class Detector:
     def __init__(self, config: DetectorConfig, bundle: Bundle | None = None) -> None:
         self.config = config
@@ -109,6 +121,8 @@ class Detector:
         self.server: HealthServer | None = None
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
+        self.uncommitted: dict[tuple[str, int], int] = {}
+        self.inflight: _Inflight | None = None  # last offsets handed to an async commit
 
     def ready(self) -> tuple[bool, str]:
         if not self.warmed:
@@ -128,12 +142,16 @@ class Detector:
         # Every finished batch is already committed (or in a committed transaction); a batch is never
         # half-done here because rebalance callbacks run inside consume(), between batches.
         if not self.config.exactly_once and not self.in_batch:
-            positions = [p for p in consumer.position(partitions) if p.offset >= 0]
-            if positions:
+            self._complete_inflight()
+            revoked = {(p.topic, p.partition) for p in partitions}
+            offsets = [TopicPartition(t, p, o) for (t, p), o in self.uncommitted.items() if (t, p) in revoked]
+            if offsets:
                 try:
-                    consumer.commit(offsets=positions, asynchronous=False)
+                    consumer.commit(offsets=offsets, asynchronous=False)
                 except KafkaException as exc:
                     log.warning("commit on revocation failed (records will be re-delivered): %s", exc)
+            for key in revoked:
+                self.uncommitted.pop(key, None)
         self.assigned -= {(p.topic, p.partition) for p in partitions}
         for p in partitions:
             try:
@@ -147,6 +165,7 @@ class Detector:
     # -------------------------------------------------------------------------------------- run
     def start(self) -> None:
         consumer_conf, producer_conf = client_configs(self.config, self.metrics.observe_stats)
+        consumer_conf["on_commit"] = self._on_commit
         log.info("consumer %s", redacted({k: v for k, v in consumer_conf.items() if k != "stats_cb"}))
         self.server = HealthServer(self.metrics, self.config.metrics_port, self.ready, host=self.config.metrics_host)
         self.server.start()
@@ -190,6 +209,8 @@ class Detector:
     def close(self) -> None:
         if self.consumer is not None:
             try:
+                if not self.config.exactly_once and self._complete_inflight():
+                    self._final_commit()
                 self.consumer.close()  # leaves the group so partitions move at once
             except (KafkaException, RuntimeError) as exc:
                 log.warning("consumer close: %s", exc)
@@ -204,9 +225,7 @@ class Detector:
     # ------------------------------------------------------------------------------------- batch
     def step(self) -> int:
         """One micro-batch; returns the number of input records handled."""
-        consumer, producer = self.consumer, self.producer
-        if consumer is None or producer is None:
-            raise RuntimeError("Detector.start() was not called")
+        consumer, producer = self._require(self.consumer), self._require(self.producer)
         t0 = time.perf_counter()
         msgs = consumer.consume(num_messages=self.config.batch_size, timeout=self.config.batch_timeout_ms / 1000)
         producer.poll(0)
@@ -225,6 +244,7 @@ class Detector:
             else:
                 log.warning("consumer error: %s", err)
         if not records:
+            self._complete_inflight()  # input is idle: finish the previous batch so its offsets commit now
             return 0
         self.in_batch = True
         try:
@@ -236,64 +256,65 @@ class Detector:
     def _process(self, records: list[Message], t0: float, t_poll: float) -> None:
         m = self.metrics
         values = [r.value() for r in records]
-        last: dict[tuple[str, int], int] = {}
-        per_partition: Tally[tuple[str, int]] = Tally()
-        for r in records:
-            tp = (r.topic(), r.partition())
-            last[tp] = r.offset()
-            per_partition[tp] += 1
+        partitions = np.fromiter((r.partition() for r in records), dtype=np.int64, count=len(records))
+        offsets_arr = np.fromiter((r.offset() for r in records), dtype=np.int64, count=len(records))
+        topic = records[0].topic()  # one input topic per detector
+        parts, counts = np.unique(partitions, return_counts=True)
+        offsets = [TopicPartition(topic, int(p), int(offsets_arr[partitions == p].max()) + 1) for p in parts]
         parsed = parsing.parse_batch(values, self.config.max_message_bytes)
         t_parse = time.perf_counter()
 
         outputs: list[OutMessage] = []
         scores = np.zeros(0, np.float32)
+        unknown = np.zeros(len(CATEGORICAL), dtype=np.int64)
         if len(parsed.index):
-            ids, unknown = self.scorer.preprocessor.encode_categories(parsed.features)
-            result = self.scorer.score_arrays(self.scorer.preprocessor.numeric_matrix(parsed.features)
-                                              .astype(np.float32), ids)
+            ids, unknown = self.scorer.preprocessor.encode_category_columns(parsed.categories)
+            result = self.scorer.score_arrays(parsed.numeric.astype(np.float32), ids)
             scores = result.score
             flagged = np.flatnonzero(scores > self.threshold)
             if len(flagged):
-                reasons = self.scorer.explain(result, flagged, parsed.features.iloc[flagged].reset_index(drop=True))
+                reasons = self.scorer.explain(result, flagged, parsed.columns(flagged))
                 now_ms = int(time.time() * 1000)
                 for k, j in enumerate(flagged):
                     outputs.append(build_alert(records[int(parsed.index[j])], self.config.alert_topic,
                                                float(scores[j]), self.threshold, self.version, reasons[k], now_ms))
-            for name, count in zip(CATEGORICAL, unknown, strict=True):
-                if count:
-                    m.unknown_categories.labels(feature=name).inc(int(count))
         for rej in parsed.rejections:
             outputs.append(build_dead_letter(records[rej.index], self.config.dead_letter_topic, rej.code, rej.detail))
         t_score = time.perf_counter()
 
-        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+        def account() -> None:
+            """Counters move when the batch's outputs are acknowledged, so a clean run counts each record once."""
+            for p, n in zip(parts, counts, strict=True):
+                m.consumed.labels(topic=topic, partition=str(int(p))).inc(int(n))
+            m.scored.inc(len(parsed.index))
+            observe_many(m.score, scores)
+            for code, n in Tally(r.code for r in parsed.rejections).items():
+                m.dead_lettered.labels(reason=code).inc(n)
+            for name, count in zip(CATEGORICAL, unknown, strict=True):
+                if count:
+                    m.unknown_categories.labels(feature=name).inc(int(count))
+            m.batch_size.observe(len(records))
+
         if self.config.exactly_once:
-            delivered = self._deliver_transaction(outputs, offsets)
+            if self._deliver_transaction(outputs, offsets):
+                account()
             t_produce = t_commit = time.perf_counter()
         else:
-            delivered = self._deliver(outputs)
-            t_produce = time.perf_counter()
-            if delivered:
-                self._commit(offsets)
+            # Pipelined: the previous batch's acknowledgements arrived while this one was scored; commit it,
+            # then send this batch's outputs and return without waiting (at most two batches in flight).
+            self._complete_inflight()
             t_commit = time.perf_counter()
-        if not delivered:
-            return  # shutting down mid-outage: nothing committed, the batch will be re-delivered
-
-        for (topic, part), n in per_partition.items():
-            m.consumed.labels(topic=topic, partition=str(part)).inc(n)
-        m.scored.inc(len(parsed.index))
-        observe_many(m.score, scores)
-        for code, n in Tally(r.code for r in parsed.rejections).items():
-            m.dead_lettered.labels(reason=code).inc(n)
-        m.batch_size.observe(len(records))
+            self.inflight = self._send(outputs, offsets, account)
+            t_produce = time.perf_counter()
         for stage, seconds in (("poll", t_poll - t0), ("parse", t_parse - t_poll), ("score", t_score - t_parse),
-                               ("produce", t_produce - t_score), ("commit", t_commit - t_produce)):
+                               ("produce", t_produce - t_commit if not self.config.exactly_once
+                                else t_produce - t_score),
+                               ("commit", t_commit - t_score if not self.config.exactly_once else 0.0)):
             m.stage.labels(stage=stage).observe(seconds)
 
     # ---------------------------------------------------------------------------------- delivery
     def _produce_all(self, outputs: list[OutMessage], on_delivery: Any) -> None:
-        producer = self.producer
-        assert producer is not None  # noqa: S101 - set in start()
+        producer = self._require(self.producer)
         for out in outputs:
             while True:
                 try:
@@ -309,57 +330,90 @@ class Detector:
             if out.event_ts_ms:
                 self.metrics.e2e.observe(max(0.0, now - out.event_ts_ms / 1000))
 
-    def _deliver(self, outputs: list[OutMessage]) -> bool:
-        """Produce and wait for every acknowledgement; retry failures until they succeed or we stop."""
-        producer = self.producer
-        assert producer is not None  # noqa: S101
-        pending = outputs
+    def _send(self, outputs: list[OutMessage], offsets: list[TopicPartition], account: Any) -> _Inflight:
+        batch = _Inflight(outputs=outputs, offsets=offsets, account=account)
+
+        def on_delivery(err: KafkaError | None, out: OutMessage) -> None:
+            if err is None:
+                self._acked(out, time.time())
+            else:
+                batch.failed.append(out)
+                batch.errors[err.name()] += 1
+
+        self._produce_all(outputs, on_delivery)
+        self._require(self.producer).poll(0)
+        return batch
+
+    def _complete_inflight(self) -> bool:
+        """Wait for the in-flight batch's acknowledgements (retrying failures), then commit its offsets.
+
+        Returns False only when shutting down during an output outage: then nothing is committed and the
+        batch is re-delivered after restart. While retrying, no new input is read: memory stays bounded.
+        """
+        batch = self.inflight
+        if batch is None:
+            return True
+        producer = self._require(self.producer)
         backoff = 0.1
         paused = False
-        while pending:
-            failed: list[OutMessage] = []
-            errors: Tally[str] = Tally()
-
-            def on_delivery(err: KafkaError | None, out: OutMessage, failed: list[OutMessage] = failed,
-                            errors: Tally[str] = errors) -> None:
-                if err is None:
-                    self._acked(out, time.time())
-                else:
-                    failed.append(out)
-                    errors[err.name()] += 1
-
-            self._produce_all(pending, on_delivery)
+        while True:
             while producer.flush(1.0) > 0:
                 if self.stop_event.is_set() and paused:
                     return False
-            if not failed:
+            if not batch.failed:
                 break
             if not paused:
                 paused = True
                 self.metrics.paused.set(1)
             self.metrics.produce_retries.inc()
-            log.warning("%d of %d outputs not delivered (%s); input paused, retrying in %.1fs", len(failed),
-                        len(pending), dict(errors), backoff)
+            log.warning("%d of %d outputs not delivered (%s); input paused, retrying in %.1fs", len(batch.failed),
+                        len(batch.outputs), dict(batch.errors), backoff)
             if self.stop_event.wait(backoff):
                 return False
             backoff = min(backoff * 2, self.config.retry_backoff_max_s)
-            pending = failed
+            retry = self._send(batch.failed, batch.offsets, batch.account)  # its callbacks fill retry.failed
+            batch = dataclasses.replace(batch, failed=retry.failed, errors=retry.errors)
         if paused:
             self.metrics.paused.set(0)
             log.info("outputs delivered again; resuming input")
+        self._commit(batch.offsets)
+        batch.account()
+        self.inflight = None
         return True
 
-    def _commit(self, offsets: list[TopicPartition]) -> None:
-        assert self.consumer is not None  # noqa: S101
+    def _commit(self, offsets: list[TopicPartition], *, sync: bool = False) -> None:
+        """Commit after the batch's outputs are acknowledged. Asynchronous on the hot path (a lost async commit
+        only re-delivers records, which at-least-once allows); synchronous on revocation and shutdown."""
+        consumer = self._require(self.consumer)
+        for tp in offsets:
+            self.uncommitted[(tp.topic, tp.partition)] = tp.offset
         try:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
+            consumer.commit(offsets=offsets, asynchronous=not sync)
+            if sync:
+                self.uncommitted.clear()
         except KafkaException as exc:
             # e.g. the group rebalanced while outputs were retried: the batch is re-delivered elsewhere
             log.warning("offset commit failed, batch will be re-delivered (at-least-once): %s", exc)
 
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        if err is not None:
+            log.warning("asynchronous offset commit failed (records may be re-delivered): %s", err)
+
+    def _final_commit(self) -> None:
+        if self.config.exactly_once or not self.uncommitted or self.consumer is None:
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self.uncommitted.items() if (t, p) in self.assigned]
+        if offsets:
+            self._commit(offsets, sync=True)
+
+    @staticmethod
+    def _require(client: Any) -> Any:
+        if client is None:
+            raise RuntimeError("Detector.start() was not called")
+        return client
+
     def _deliver_transaction(self, outputs: list[OutMessage], offsets: list[TopicPartition]) -> bool:
-        producer, consumer = self.producer, self.consumer
-        assert producer is not None and consumer is not None  # noqa: S101
+        producer, consumer = self._require(self.producer), self._require(self.consumer)
         backoff = 0.1
         while True:
             acked: list[OutMessage] = []

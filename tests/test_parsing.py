@@ -20,7 +20,7 @@ def accounted(values: list[bytes | None]) -> parsing.ParsedBatch:
     rejected = [r.index for r in batch.rejections]
     everything = sorted(batch.index.tolist() + rejected)
     assert everything == list(range(len(values))), "each input exactly once: parsed or rejected"
-    assert len(batch.features) == len(batch.index)
+    assert len(batch.numeric) == len(batch.index) == len(batch.categories[0])
     assert all(r.code in parsing.REASONS and r.detail for r in batch.rejections)
     return batch
 
@@ -29,7 +29,8 @@ def test_good_csv_and_json_parse_to_the_same_row() -> None:
     obj = dict(zip(FEATURES, GOOD.split(","), strict=True))
     batch = accounted([GOOD.encode(), json.dumps(obj).encode()])
     assert batch.rejections == []
-    a, b = batch.features.iloc[0], batch.features.iloc[1]
+    frame = batch.frame()
+    a, b = frame.iloc[0], frame.iloc[1]
     assert a["src_bytes"] == b["src_bytes"] == 181.0 and a["service"] == b["service"] == "http"
 
 
@@ -77,7 +78,7 @@ def test_random_bytes_are_always_accounted_for(values: list[bytes]) -> None:
 def test_mangled_csv_rows_are_typed_or_rejected(value: bytes) -> None:
     batch = accounted([value, GOOD.encode()])
     if len(batch.index) == 2:
-        numeric = batch.features.drop(columns=["protocol_type", "service", "flag"]).to_numpy(dtype=float)
+        numeric = batch.numeric
         assert np.isfinite(numeric).all() and (numeric >= 0).all()
 
 

@@ -147,7 +147,7 @@ class KddData:
     variant: int
 
     def __len__(self) -> int:
-        return len(self.features)
+        return len(self.lines)
 
     @property
     def record_ids(self) -> np.ndarray:

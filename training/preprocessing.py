@@ -107,16 +107,27 @@ class Preprocessor:
     # ------------------------------------------------------------------------------------ applying
     def encode_categories(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Category ids (``n x 3`` int32) and a per-column count of values that fell in the unknown slot."""
-        ids = np.empty((len(features), len(CATEGORICAL)), dtype=np.int32)
+        return self.encode_category_columns([features[name].to_numpy() for name in CATEGORICAL])
+
+    def encode_category_columns(self, columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """As :meth:`encode_categories`, from one array of strings per categorical feature (a hash lookup)."""
+        n = len(columns[0]) if columns else 0
+        ids = np.empty((n, len(CATEGORICAL)), dtype=np.int32)
         unknown = np.zeros(len(CATEGORICAL), dtype=np.int64)
         for j, name in enumerate(CATEGORICAL):
             vocab = self.categories[name]
-            codes = pd.Categorical(features[name].astype(str), categories=vocab).codes.astype(np.int32)
+            codes = self._index(name).get_indexer(np.asarray(columns[j], dtype=object)).astype(np.int32)
             missing = codes < 0
             codes[missing] = len(vocab)
             unknown[j] = int(missing.sum())
             ids[:, j] = codes
         return ids, unknown
+
+    def _index(self, name: str) -> pd.Index:
+        cache = self.__dict__.setdefault("_index_cache", {})  # frozen dataclass: cache outside the fields
+        if name not in cache:
+            cache[name] = pd.Index(list(self.categories[name]), dtype=object)
+        return cache[name]
 
     def numeric_matrix(self, features: pd.DataFrame) -> np.ndarray:
         return _numeric_matrix(features, self.numeric)

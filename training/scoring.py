@@ -12,6 +12,7 @@ into its feature), which is what an alert shows an analyst as the reason.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -95,19 +96,19 @@ class Scorer:
         return self.score_arrays(self.preprocessor.numeric_matrix(features).astype(np.float32), ids)
 
     def explain(
-        self, scores: Scores, rows: np.ndarray, features: pd.DataFrame, top: int = 5
+        self, scores: Scores, rows: np.ndarray, features: pd.DataFrame | Mapping[str, np.ndarray], top: int = 5
     ) -> list[list[dict[str, Any]]]:
         """Top features by reconstruction error for the given rows, with observed and reconstructed values.
 
         Vectorised over rows: alerts can be most of a batch during an attack, and this is on the hot path.
-        ``features`` holds the observed rows aligned with ``rows``.
+        ``features`` holds the observed rows aligned with ``rows`` (a frame, or arrays by feature name).
         """
         if len(rows) == 0:
             return []
         errors = scores.feature_error[rows]
         order = np.argsort(-errors, axis=1, kind="stable")[:, :top]
         recon = self.reconstructed_values(scores.reconstruction[rows])
-        observed = {name: features[name].to_numpy() for name in FEATURES}
+        observed = {name: np.asarray(features[name]) for name in FEATURES}
         out: list[list[dict[str, Any]]] = []
         for r in range(len(rows)):
             items = []
