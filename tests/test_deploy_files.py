@@ -1,0 +1,85 @@
+"""Deployment files, validated statically (no Docker engine or cluster here): Dockerfiles with hadolint,
+the Compose file against the Compose spec's JSON Schema, Kubernetes manifests against the API schemas."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy"
+DOCKERFILES = [DEPLOY / "docker" / "Dockerfile", DEPLOY / "docker" / "Dockerfile.gpu"]
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if found is None:
+        pytest.fail(f"{name} is not installed; run scripts/setup.sh (it is a dev dependency)", pytrace=False)
+    return found
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_dockerfile_lints_clean_and_runs_as_non_root(dockerfile: Path) -> None:
+    proc = subprocess.run([tool("hadolint"), str(dockerfile)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = dockerfile.read_text()
+    stages = re.split(r"^FROM ", text, flags=re.M)
+    final = stages[-1]
+    assert len(stages) >= 3, "multi-stage: the build stage's tools stay out of the final image"
+    assert re.search(r"^USER 10001$", final, flags=re.M)
+    assert "HEALTHCHECK" in final and "/healthz" in final
+    assert "pip install" not in final and "apt-get" not in final
+
+
+def test_gpu_image_installs_the_gpu_extra() -> None:
+    assert '".[gpu]"' in DOCKERFILES[1].read_text()
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert re.search(r'gpu = \["tensorflow\[and-cuda\]', pyproject)
+
+
+def test_compose_file_matches_the_compose_spec() -> None:
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    schema = json.loads((DEPLOY / "schemas" / "compose-spec.json").read_text())
+    errors = list(jsonschema.Draft201909Validator(schema).iter_errors(compose))
+    assert not errors, [f"{list(e.path)}: {e.message}" for e in errors]
+    services = compose["services"]
+    assert {"kafka", "topics", "train", "producer", "detector", "prometheus", "grafana"} <= set(services)
+    for name, svc in services.items():
+        for dep in svc.get("depends_on", {}) or {}:
+            assert dep in services, f"{name} depends on unknown service {dep}"
+    for svc in ("prometheus", "grafana"):
+        for vol in services[svc]["volumes"]:
+            host = vol.split(":", 1)[0]
+            assert (DEPLOY / host).exists(), f"{svc} mounts {host}, which is not in deploy/"
+
+
+def test_kubernetes_manifests_validate() -> None:
+    files = sorted((DEPLOY / "k8s").glob("*.yaml"))
+    proc = subprocess.run([tool("kubernetes-validate"), "--strict", *map(str, files)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    deployment = yaml.safe_load((DEPLOY / "k8s" / "deployment.yaml").read_text())
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert "nvidia.com/gpu" in (DEPLOY / "k8s" / "deployment.yaml").read_text()
+    assert deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+
+
+def test_grafana_provisioning_points_at_the_dashboard() -> None:
+    ds = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
+    dash = json.loads((DEPLOY / "grafana" / "dashboards" / "kdd-detector.json").read_text())
+    uid = ds["datasources"][0]["uid"]
+    assert all(p["datasource"]["uid"] == uid for p in dash["panels"])
+    titles = " ".join(p["title"] for p in dash["panels"]).lower()
+    for needed in ("records per second", "alert rate", "score distribution", "stage latency", "end-to-end",
+                   "lag", "dead letters", "model and device"):
+        assert needed in titles, needed
