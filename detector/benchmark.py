@@ -180,14 +180,9 @@ def main(argv: list[str] | None = None) -> int:
 
         log.info("no bundle at %s: training one with the default preset", args.model)
         train(TrainOptions(data=args.data, out=args.model, model=ModelConfig.from_preset("default")))
-    cluster = None
-    bootstrap = args.bootstrap_servers
-    if not bootstrap:
-        from deploy.kafka import local_kafka
+    from deploy.kafka.local_kafka import bootstrap_or_local
 
-        cluster = local_kafka.start_cluster(nodes=1)
-        bootstrap = cluster.bootstrap_servers
-    try:
+    with bootstrap_or_local(args.bootstrap_servers) as bootstrap:
         topic = f"bench-in-{uuid.uuid4().hex[:8]}"
         ensure_topic({"bootstrap.servers": bootstrap}, topic, args.partitions, 1)
         log.info("pre-filling %s with %d records", topic, args.records)
@@ -204,9 +199,6 @@ def main(argv: list[str] | None = None) -> int:
         lat = _latency(bootstrap, args.model, args.data, args.rate, args.latency_seconds)
         log.info("latency at %.0f/s offered: p50 %.1f ms, p99 %.1f ms", lat["offered_rps"], lat["p50_ms"],
                  lat["p99_ms"])
-    finally:
-        if cluster is not None:
-            cluster.stop()
     result = {
         "benchmark": "detector", "records": args.records, "detector_rps": round(rps), "raw_consume_rps": round(raw),
         "ratio": round(rps / raw, 3), "p50_ms": round(lat["p50_ms"], 1), "p99_ms": round(lat["p99_ms"], 1),

@@ -29,21 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--partitions", type=int, default=6)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    cluster = None
-    bootstrap = args.bootstrap_servers
-    if not bootstrap:
-        from deploy.kafka import local_kafka
+    from deploy.kafka.local_kafka import bootstrap_or_local
 
-        cluster = local_kafka.start_cluster(nodes=1)
-        bootstrap = cluster.bootstrap_servers
-    try:
+    with bootstrap_or_local(args.bootstrap_servers) as bootstrap:
         topic = f"bench-producer-{uuid.uuid4().hex[:8]}"
         conf = {"bootstrap.servers": bootstrap}
         ensure_topic(conf, topic, args.partitions, 1)
         result = Replayer(conf, topic, SourceOptions(data=args.data, fmt=args.format), rate=0, progress=False).run()
-    finally:
-        if cluster is not None:
-            cluster.stop()
     print(json.dumps({"benchmark": "producer_max_rate", "data": str(args.data), "format": args.format,
                       "records": result.delivered, "failed": result.failed, "seconds": round(result.seconds, 2),
                       "records_per_s": round(result.rate)}))

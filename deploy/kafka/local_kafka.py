@@ -22,6 +22,7 @@ Where Maven is absent but a Docker engine answers, the broker runs in a containe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import logging
@@ -34,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 log = logging.getLogger("local_kafka")
@@ -440,6 +442,19 @@ def _start_container(directory: Path, nodes: int) -> LocalKafka:
     cluster.save()
     cluster.wait_ready(expect_brokers=1)
     return cluster
+
+
+@contextlib.contextmanager
+def bootstrap_or_local(bootstrap_servers: str | None) -> Iterator[str]:
+    """Use the given cluster, or start a single local broker for the duration (benchmarks, demo)."""
+    if bootstrap_servers:
+        yield bootstrap_servers
+        return
+    cluster = start_cluster(nodes=1)
+    try:
+        yield cluster.bootstrap_servers
+    finally:
+        cluster.stop()
 
 
 # ---------------------------------------------------------------------------------------------- CLI
