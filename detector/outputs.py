@@ -68,7 +68,7 @@ def build_alert(msg: Any, topic: str, score: float, threshold: float, model_vers
         "detection_time": _iso(now_ms),
         "score": float(score),
         "threshold": float(threshold),
-        "severity": round(float(score) / float(threshold), 4),
+        "severity": float(score) / float(threshold),  # unrounded: just over the line is still > 1
         "model_version": model_version,
         "label": label,
         "top_features": top_features,

@@ -230,6 +230,7 @@ class Detector:
         msgs = consumer.consume(num_messages=self.config.batch_size, timeout=self.config.batch_timeout_ms / 1000)
         producer.poll(0)
         if not msgs:
+            self._complete_inflight()  # input is idle: finish the previous batch so its offsets commit now
             return 0
         t_poll = time.perf_counter()
         records: list[Message] = []
