@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from detector.service import Detector, FatalError
+    from producer.kafka_options import KafkaConnectError
     from training.bundle import BundleError
 
     try:
@@ -40,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, stop)
     try:
         detector.run()
+    except KafkaConnectError as exc:
+        log.error("%s", exc)
+        return 3
     except FatalError as exc:
         log.error("%s", exc)
         return 1

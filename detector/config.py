@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m detector",
         description="Score KDD99 records from Kafka with an autoencoder bundle; publish alerts and dead letters.",
-        epilog="Exit codes: 0 clean shutdown; 2 invalid configuration or model bundle; 1 fatal runtime error.",
+        epilog="Exit codes: 0 clean shutdown; 1 fatal runtime error; 2 invalid configuration or model bundle; "
+               "3 Kafka unreachable, or it rejected the credentials or TLS settings.",
     )
     kafka_options.add_arguments(p)
     cli_env.add(p, "--input-topic", "DETECTOR_INPUT_TOPIC", default="kdd-connections", help="topic to score")

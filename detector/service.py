@@ -26,7 +26,14 @@ from detector import parsing
 from detector.config import DetectorConfig
 from detector.metrics import DetectorMetrics, HealthServer
 from detector.outputs import OutMessage, build_alert, build_dead_letter
-from producer.kafka_options import ensure_topic, redacted
+from producer.kafka_options import (
+    KafkaConnectError,
+    check_connection,
+    ensure_topic,
+    explain_auth_error,
+    is_auth_error,
+    redacted,
+)
 from training.bundle import Bundle, load_bundle
 from training.kdd99 import CATEGORICAL, NUMERIC
 
@@ -123,6 +130,7 @@ class Detector:
         self.producer: Producer | None = None
         self.uncommitted: dict[tuple[str, int], int] = {}
         self.inflight: _Inflight | None = None  # last offsets handed to an async commit
+        self.auth_error: tuple[float, KafkaError] | None = None  # first rejection since the last progress
 
     def ready(self) -> tuple[bool, str]:
         if not self.warmed:
@@ -163,15 +171,37 @@ class Detector:
         log.info("revoked %s", sorted(p.partition for p in partitions))
 
     # -------------------------------------------------------------------------------------- run
+    def _on_client_error(self, err: KafkaError) -> None:
+        """librdkafka's error callback: connection trouble is retried by the client; rejected credentials
+        are remembered so the loop can stop instead of idling "healthy" forever."""
+        if is_auth_error(err):
+            if self.auth_error is None:
+                self.auth_error = (time.monotonic(), err)
+        elif err.fatal():
+            log.error("Kafka client fatal error: %s", err)
+        else:
+            log.debug("Kafka client: %s", err)
+
+    def _check_auth(self) -> None:
+        """Rejected credentials for longer than the connect timeout (e.g. a rotated secret) end the process."""
+        if self.auth_error is not None:
+            since, err = self.auth_error
+            if time.monotonic() - since >= self.config.kafka.connect_timeout_s:
+                raise KafkaConnectError(explain_auth_error(self.config.kafka.client_config(), err))
+
     def start(self) -> None:
+        admin_conf = self.config.kafka.client_config()
+        metadata = check_connection(admin_conf, self.config.kafka.connect_timeout_s)
         consumer_conf, producer_conf = client_configs(self.config, self.metrics.observe_stats)
         consumer_conf["on_commit"] = self._on_commit
-        log.info("consumer %s", redacted({k: v for k, v in consumer_conf.items() if k != "stats_cb"}))
+        for conf in (consumer_conf, producer_conf):
+            conf["error_cb"] = self._on_client_error
+        log.info("consumer %s", redacted({k: v for k, v in consumer_conf.items()
+                                           if k not in ("stats_cb", "error_cb", "on_commit")}))
         self.server = HealthServer(self.metrics, self.config.metrics_port, self.ready, host=self.config.metrics_host)
         self.server.start()
         self.producer = Producer(producer_conf)
-        admin_conf = self.config.kafka.client_config()
-        self._ensure_output_topics(admin_conf)
+        self._ensure_output_topics(admin_conf, metadata)
         if self.config.exactly_once:
             self.producer.init_transactions(60)
         self.consumer = Consumer(consumer_conf)
@@ -179,10 +209,7 @@ class Detector:
                                 on_lost=self._on_revoke)
         self._warm_up()
 
-    def _ensure_output_topics(self, admin_conf: dict[str, Any]) -> None:
-        from confluent_kafka.admin import AdminClient
-
-        md = AdminClient(admin_conf).list_topics(timeout=30)
+    def _ensure_output_topics(self, admin_conf: dict[str, Any], md: Any) -> None:
         brokers = max(1, len(md.brokers))
         src = md.topics.get(self.config.input_topic)
         partitions = len(src.partitions) if src is not None and src.error is None else 1
@@ -229,6 +256,10 @@ class Detector:
         t0 = time.perf_counter()
         msgs = consumer.consume(num_messages=self.config.batch_size, timeout=self.config.batch_timeout_ms / 1000)
         producer.poll(0)
+        if msgs:
+            self.auth_error = None  # the broker served us: any rejection seen was transient
+        else:
+            self._check_auth()
         if not msgs:
             self._complete_inflight()  # input is idle: finish the previous batch so its offsets commit now
             return 0

@@ -1,7 +1,8 @@
 """Replay KDD99 rows onto a Kafka topic at a controlled rate.
 
 Exit codes: 0 every record delivered (also after SIGINT/SIGTERM, once in-flight records are flushed);
-1 some deliveries failed; 2 bad arguments or input (missing file, malformed line under --strict).
+1 some deliveries failed; 2 bad arguments or input (missing file, malformed line under --strict);
+3 Kafka unreachable, or it rejected the credentials or TLS settings.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import sys
 from pathlib import Path
 
 from producer import kafka_options
-from producer.kafka_options import ensure_topic
+from producer.kafka_options import KafkaConnectError, check_connection, ensure_topic
 from producer.metrics import ProducerMetrics
 from producer.replay import Replayer
 from producer.source import FORMATS, SourceOptions
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
             raise KddFormatError(f"KDD data file {args.data} does not exist; pass --data PATH or set KDD_DATA")
         conf = kafka.client_config()
         log.info("replaying %s to %s on %s", args.data, args.topic, kafka_options.redacted(conf))
+        check_connection(conf, kafka.connect_timeout_s)
         ensure_topic(conf, args.topic, args.partitions, args.replication_factor)
         metrics = None
         if args.metrics_port is not None:
@@ -72,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, KddFormatError) as exc:
         log.error("%s", exc)
         return 2
+    except KafkaConnectError as exc:
+        log.error("%s", exc)
+        return 3
     except Exception as exc:  # noqa: BLE001 - e.g. KafkaException: authentication, unreachable cluster
         log.error("cannot start the replay against %s: %s", args.bootstrap_servers, exc)
         return 1

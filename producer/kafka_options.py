@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
+import time
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
 
 from training import cli_env
 
@@ -33,8 +34,12 @@ class KafkaOptions:
     sasl_password: str | None = dataclasses.field(default=None, repr=False)
     ssl_ca_location: str | None = None
     extra: dict[str, str] = dataclasses.field(default_factory=dict)
+    connect_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
+        if not 1 <= self.connect_timeout_s <= 3600:
+            raise ValueError(f"--connect-timeout-s (KAFKA_CONNECT_TIMEOUT_S) must be 1..3600, got "
+                             f"{self.connect_timeout_s}")
         if not self.bootstrap_servers.strip():
             raise ValueError("bootstrap servers are empty; pass --bootstrap-servers or set KAFKA_BOOTSTRAP_SERVERS")
         if self.security_protocol not in SECURITY_PROTOCOLS:
@@ -80,6 +85,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cli_env.add(parser, "--sasl-password", "KAFKA_SASL_PASSWORD", secret=True,
                 help="SASL password (prefer the environment variable: flags show up in ps)")
     cli_env.add(parser, "--ssl-ca-location", "KAFKA_SSL_CA_LOCATION", help="CA certificate file for TLS")
+    cli_env.add(parser, "--connect-timeout-s", "KAFKA_CONNECT_TIMEOUT_S", default=30.0, type=float,
+                help="give up (exit 3) when no broker answers within this time; rejected credentials fail at once")
     parser.add_argument("-X", dest="kafka_extra", action="append", metavar="KEY=VALUE", default=[],
                         help="any librdkafka setting, repeatable [env KAFKA_EXTRA_CONFIG as k=v,k=v]")
 
@@ -93,12 +100,75 @@ def from_args(args: argparse.Namespace) -> KafkaOptions:
         sasl_password=args.sasl_password,
         ssl_ca_location=args.ssl_ca_location,
         extra=cli_env.parse_kv(args.kafka_extra, "KAFKA_EXTRA_CONFIG"),
+        connect_timeout_s=args.connect_timeout_s,
     )
+
+
+class KafkaConnectError(RuntimeError):
+    """The cluster cannot be used: unreachable, or it rejected our credentials or TLS settings."""
+
+
+def is_auth_error(err: KafkaError) -> bool:
+    """Errors that retrying with the same settings cannot fix (librdkafka reports them as non-fatal)."""
+    return err.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL) or (
+        err.code() in (KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError.TOPIC_AUTHORIZATION_FAILED,
+                       KafkaError.GROUP_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+                       KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
+    )
+
+
+def explain_auth_error(client_config: dict[str, Any], err: KafkaError) -> str:
+    """An operator-facing message for a rejected connection; it names the user, never the password."""
+    where = client_config.get("bootstrap.servers")
+    if err.code() == KafkaError._SSL:
+        return (f"TLS handshake with Kafka at {where} failed: {err.str()}. Check --ssl-ca-location "
+                "(KAFKA_SSL_CA_LOCATION) and that the broker certificate names the host you connect to.")
+    if err.code() == KafkaError._AUTHENTICATION or err.code() == KafkaError.SASL_AUTHENTICATION_FAILED:
+        user = client_config.get("sasl.username")
+        return (f"Kafka at {where} rejected the credentials of SASL user {user!r} "
+                f"({client_config.get('sasl.mechanism')}): {err.str()}. Check --sasl-username/--sasl-password "
+                "(KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD) and --sasl-mechanism.")
+    return (f"Kafka at {where} refused access ({err.name()}): {err.str()}. Grant the principal "
+            f"{client_config.get('sasl.username')!r} the ACLs listed in the README.")
+
+
+def admin_config(client_config: dict[str, Any]) -> dict[str, Any]:
+    """The subset of client settings an AdminClient accepts (no producer/consumer-only keys)."""
+    return {k: v for k, v in client_config.items() if not k.startswith(("enable.", "acks"))}
+
+
+def check_connection(client_config: dict[str, Any], timeout_s: float) -> ClusterMetadata:
+    """Return cluster metadata once a broker answers; raise :class:`KafkaConnectError` otherwise.
+
+    librdkafka retries rejected credentials forever, so without this a misconfigured service would sit
+    "running" and do nothing. Authentication and TLS errors fail at once; an unreachable cluster is
+    retried until ``timeout_s`` (brokers may still be starting).
+    """
+    errors: list[KafkaError] = []
+    admin = AdminClient({**admin_config(client_config), "error_cb": errors.append})
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while True:
+        try:
+            return admin.list_topics(timeout=min(2.0, max(0.1, deadline - time.monotonic())))
+        except KafkaException as exc:
+            last = exc
+        admin.poll(0)  # delivers error_cb
+        for err in errors:
+            if is_auth_error(err):
+                raise KafkaConnectError(explain_auth_error(client_config, err))
+        if time.monotonic() >= deadline:
+            seen = "; ".join(sorted({e.str() for e in errors})[:3]) or str(last)
+            raise KafkaConnectError(
+                f"no Kafka broker answered at {client_config.get('bootstrap.servers')} within {timeout_s:.0f}s "
+                f"({seen}). Check --bootstrap-servers (KAFKA_BOOTSTRAP_SERVERS), --security-protocol and that "
+                "the cluster is up; --connect-timeout-s waits longer."
+            )
 
 
 def ensure_topic(client_config: dict[str, Any], topic: str, partitions: int, replication: int) -> None:
     """Create ``topic`` when missing; an existing topic is used as it is."""
-    admin = AdminClient({k: v for k, v in client_config.items() if not k.startswith(("enable.", "acks"))})
+    admin = AdminClient(admin_config(client_config))
     md = admin.list_topics(timeout=30)
     if topic in md.topics and md.topics[topic].error is None:
         return

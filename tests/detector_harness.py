@@ -37,19 +37,21 @@ def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, inter
 
 class DetectorProcess:
     def __init__(self, bootstrap: str, input_topic: str, alert_topic: str, model: Path, *extra: str,
-                 group: str | None = None, dlq_topic: str | None = None, log_path: Path | None = None) -> None:
+                 group: str | None = None, dlq_topic: str | None = None, log_path: Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.args = [sys.executable, "-m", "detector", "--bootstrap-servers", bootstrap, "--input-topic",
                      input_topic, "--alert-topic", alert_topic, "--model", str(model), "--metrics-port",
                      str(self.port), "--metrics-host", "127.0.0.1", "--group-id", group or f"g-{input_topic}",
                      *(["--dlq-topic", dlq_topic] if dlq_topic else []), *extra]
         self.log_path = log_path
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, ready_timeout_s: float = 120) -> DetectorProcess:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(self.args, cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+                                     env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", **self.env})
         wait_until(lambda: self._alive_or_raise() and self.ready(), ready_timeout_s, "detector /readyz")
         return self
 
@@ -85,6 +87,22 @@ class DetectorProcess:
 
     def total(self, name: str) -> float:
         return sum(v for k, v in self.metrics().items() if k == name or k.startswith(name + "{"))
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def rss_bytes(self) -> int:
+        """Resident set size now, from /proc (the figure an OOM killer and a container limit look at)."""
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS line")
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 60) -> int:
         assert self.proc is not None

@@ -156,18 +156,102 @@ logger.controller.level = INFO
 """
 
 
-def _server_properties(node: Node, nodes: list[Node], extra: dict[str, str]) -> str:
+@dataclasses.dataclass(frozen=True)
+class Security:
+    """An authenticated client listener: SASL/SCRAM-SHA-512 users, optionally over TLS.
+
+    The broker's own inter-broker connections authenticate as ``broker_user`` on the same listener, so
+    there is no unauthenticated path to the data; only the KRaft controller listener stays plaintext on
+    127.0.0.1 (it serves no client requests). Users are created at format time (``--add-scram``), which
+    KRaft needs because the broker must authenticate to itself before it can serve any admin request.
+    """
+
+    users: dict[str, str]
+    broker_user: str = "broker"
+    tls: bool = False
+    mechanism: str = "SCRAM-SHA-512"
+
+    @property
+    def protocol(self) -> str:
+        return "SASL_SSL" if self.tls else "SASL_PLAINTEXT"
+
+
+def _listener_properties(node: Node, security: Security | None, tls_dir: Path | None) -> dict[str, str]:
+    if security is None:
+        return {
+            "listeners": f"PLAINTEXT://127.0.0.1:{node.broker_port},CONTROLLER://127.0.0.1:{node.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.broker_port}",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "PLAINTEXT",
+        }
+    proto = security.protocol
+    mech = security.mechanism
+    password = security.users[security.broker_user]
+    props = {
+        "listeners": f"{proto}://127.0.0.1:{node.broker_port},CONTROLLER://127.0.0.1:{node.controller_port}",
+        "advertised.listeners": f"{proto}://127.0.0.1:{node.broker_port}",
+        "listener.security.protocol.map": f"{proto}:{proto},CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": proto,
+        "sasl.enabled.mechanisms": mech,
+        "sasl.mechanism.inter.broker.protocol": mech,
+        f"listener.name.{proto.lower()}.{mech.lower()}.sasl.jaas.config":
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{security.broker_user}" password="{password}";',
+    }
+    if security.tls:
+        assert tls_dir is not None
+        props.update({
+            "ssl.keystore.location": str(tls_dir / "broker.p12"),
+            "ssl.keystore.type": "PKCS12",
+            "ssl.keystore.password": _TLS_STORE_PASSWORD,
+            "ssl.truststore.location": str(tls_dir / "truststore.p12"),
+            "ssl.truststore.type": "PKCS12",
+            "ssl.truststore.password": _TLS_STORE_PASSWORD,
+            "ssl.client.auth": "none",
+        })
+    return props
+
+
+# Protects only throwaway key stores under the cluster's own directory, deleted with it.
+_TLS_STORE_PASSWORD = "local-kafka-test-store"  # noqa: S105
+
+
+def _make_tls_material(directory: Path) -> Path:
+    """A self-signed certificate for 127.0.0.1/localhost (keytool, which ships with the JRE).
+
+    Returns the CA file clients pass as ``ssl.ca.location``; hostname verification stays on.
+    """
+    keytool = shutil.which("keytool")
+    if keytool is None:
+        raise LocalKafkaError("'keytool' (from the Java runtime) is needed to make a TLS certificate; install Java 17+")
+    directory.mkdir(parents=True, exist_ok=True)
+    store = ["-storetype", "PKCS12", "-storepass", _TLS_STORE_PASSWORD]
+    steps = [
+        ["-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048", "-validity", "30",
+         "-dname", "CN=localhost", "-ext", "SAN=ip:127.0.0.1,dns:localhost", "-keystore",
+         str(directory / "broker.p12"), *store],
+        ["-exportcert", "-rfc", "-alias", "broker", "-keystore", str(directory / "broker.p12"), "-file",
+         str(directory / "ca.pem"), *store],
+        ["-importcert", "-noprompt", "-alias", "ca", "-file", str(directory / "ca.pem"), "-keystore",
+         str(directory / "truststore.p12"), *store],
+    ]
+    for args in steps:
+        proc = subprocess.run([keytool, *args], capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            raise LocalKafkaError(f"keytool {args[0]} failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
+    return directory / "ca.pem"
+
+
+def _server_properties(node: Node, nodes: list[Node], extra: dict[str, str], security: Security | None = None,
+                       tls_dir: Path | None = None) -> str:
     n = len(nodes)
     rf = 1 if n == 1 else 3
     isr = 1 if n == 1 else 2
     props: dict[str, str] = {
         "process.roles": "broker,controller",
         "node.id": str(node.node_id),
-        "listeners": f"PLAINTEXT://127.0.0.1:{node.broker_port},CONTROLLER://127.0.0.1:{node.controller_port}",
-        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{node.broker_port}",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        **_listener_properties(node, security, tls_dir),
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
         "log.dirs": str(Path(node.directory) / "data"),
         "num.partitions": "1",
         "default.replication.factor": str(rf),
@@ -204,6 +288,11 @@ class LocalKafka:
     cluster_id: str
     container_id: str | None = None
     container_bootstrap: str | None = None
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    ssl_ca_location: str | None = None
+    # (user, password) the launcher itself uses on a secured cluster; kept in cluster.json beside the data
+    admin_credentials: tuple[str | None, str | None] = dataclasses.field(default=(None, None), repr=False)
 
     @property
     def bootstrap_servers(self) -> str:
@@ -257,7 +346,7 @@ class LocalKafka:
 
         want = len(self.nodes) if expect_brokers is None else expect_brokers
         deadline = time.monotonic() + timeout_s
-        admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "log_level": 0})
+        admin = AdminClient({**self.client_config(*self.admin_credentials), "log_level": 0})
         last_err: Exception | None = None
         while time.monotonic() < deadline:
             for node in self.nodes:
@@ -278,6 +367,16 @@ class LocalKafka:
         raise LocalKafkaError(
             f"Kafka at {self.bootstrap_servers} was not ready within {timeout_s:.0f}s ({last_err}).\n{tails}"
         )
+
+    def client_config(self, user: str | None = None, password: str | None = None) -> dict[str, str]:
+        """librdkafka settings to reach this cluster; on a secured one, as ``user`` with ``password``."""
+        conf = {"bootstrap.servers": self.bootstrap_servers, "security.protocol": self.security_protocol}
+        if self.sasl_mechanism:
+            conf |= {"sasl.mechanism": self.sasl_mechanism, "sasl.username": user or "",
+                     "sasl.password": password or ""}
+        if self.ssl_ca_location:
+            conf["ssl.ca.location"] = self.ssl_ca_location
+        return conf
 
     def reported_version(self) -> str:
         """The version the running broker printed at start-up (its AppInfoParser line), not our constant."""
@@ -384,8 +483,13 @@ def start_cluster(
     directory: str | os.PathLike[str] | None = None,
     extra_config: dict[str, str] | None = None,
     ready_timeout_s: float = READY_TIMEOUT_S,
+    security: Security | None = None,
 ) -> LocalKafka:
-    """Format and start ``nodes`` KRaft nodes and return once all are serving metadata."""
+    """Format and start ``nodes`` KRaft nodes and return once all are serving metadata.
+
+    With ``security``, the only client listener is SASL/SCRAM (over TLS when asked); readiness is then
+    checked as the broker user, which also proves the credentials were created.
+    """
     if nodes not in (1, 3):
         raise LocalKafkaError(f"--nodes must be 1 or 3 (a KRaft quorum on one machine), got {nodes}")
     directory = Path(directory) if directory else Path(tempfile.mkdtemp(prefix="local-kafka-"))
@@ -407,13 +511,23 @@ def start_cluster(
     (Path(first.directory) / "log4j2.properties").write_text(_LOG4J2)
     cluster_id = _run_java_tool(libs, first, "random-uuid").splitlines()[-1].strip()
     cluster = LocalKafka(directory=str(directory), nodes=members, cluster_id=cluster_id)
+    tls_dir = directory / "tls" if security is not None and security.tls else None
+    if security is not None:
+        if security.broker_user not in security.users:
+            raise LocalKafkaError(f"the broker user {security.broker_user!r} needs a password in Security.users")
+        cluster.security_protocol, cluster.sasl_mechanism = security.protocol, security.mechanism
+        cluster.admin_credentials = (security.broker_user, security.users[security.broker_user])
+        if tls_dir is not None:
+            cluster.ssl_ca_location = str(_make_tls_material(tls_dir))
     for node in members:
         Path(node.directory).mkdir(parents=True, exist_ok=True)
         (Path(node.directory) / "log4j2.properties").write_text(_LOG4J2)
-        node.config_path.write_text(_server_properties(node, members, extra_config or {}))
+        node.config_path.write_text(_server_properties(node, members, extra_config or {}, security, tls_dir))
         fmt = ["format", "-t", cluster_id, "-c", str(node.config_path)]
         if nodes == 1:
             fmt.insert(1, "--standalone")
+        for user, password in (security.users.items() if security else ()):
+            fmt += ["--add-scram", f"{security.mechanism}=[name={user},password={password}]"]  # type: ignore[union-attr]
         _run_java_tool(libs, node, *fmt)
     cluster.save()
     try:
