@@ -177,3 +177,12 @@ def committed_all(bootstrap: str, group: str, topic: str) -> bool:
 
 def alert_docs(messages: list[object]) -> list[dict[str, object]]:
     return [json.loads(m.value()) for m in messages]  # type: ignore[attr-defined]
+
+
+def start_replay(bootstrap: str, topic: str, data_path: Path, limit: int, rate: float, *extra: str,
+                 log_path: Path | None = None) -> subprocess.Popen[bytes]:
+    """The real replay producer CLI, paced, in the background (it must ride out the faults too)."""
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
+    return subprocess.Popen([sys.executable, "-m", "producer", "--bootstrap-servers", bootstrap, "--topic", topic,
+                             "--data", str(data_path), "--limit", str(limit), "--rate", str(rate), "--no-progress",
+                             *extra], cwd=REPO, stdout=out, stderr=subprocess.STDOUT)

@@ -1,17 +1,31 @@
-"""Three real brokers: RF 3, min.insync.replicas 2, acks=all; losing one node mid-stream loses nothing."""
+"""Three real brokers (RF 3, min.insync.replicas 2, acks=all) and the faults only a cluster can have: a node
+lost mid-stream, nodes lost and coming back while the detector runs, and the alert topic's broker down."""
 
 from __future__ import annotations
 
 import threading
+import uuid
+from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from deploy.kafka import local_kafka
 from tests.conftest import create_topic
+from tests.detector_harness import (
+    DetectorProcess,
+    alert_docs,
+    committed_all,
+    offline_alert_ids,
+    produce_rows,
+    start_replay,
+    wait_until,
+)
 from tests.kafka_util import drain
+from training.kdd99 import read_kdd
 
 N = 20_000
 
@@ -68,3 +82,98 @@ def test_node_loss_mid_stream_loses_nothing(cluster: local_kafka.LocalKafka) -> 
 
     cluster.start_node(victim)  # and it rejoins: all three brokers serve metadata again
     cluster.wait_ready()
+
+
+def all_nodes_up(cluster: local_kafka.LocalKafka) -> None:
+    """Leave the shared cluster whole for the next test, whatever this one did to it."""
+    for i in range(len(cluster.nodes)):
+        if not cluster.node_alive(i):
+            cluster.start_node(i)
+    cluster.wait_ready()
+
+
+def test_nodes_lost_and_back_during_replay(cluster: local_kafka.LocalKafka, small_bundle: Path, kdd_path: Path,
+                                           tmp_path: Path) -> None:
+    rows = 90_000
+    bootstrap = cluster.bootstrap_servers
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topic = create_topic(admin, "roll", 6, 3, {"min.insync.replicas": "2"})
+    alerts = create_topic(admin, "roll-alerts", 6, 3, {"min.insync.replicas": "2"})
+    group = f"g-{topic}"
+    expected, _ = offline_alert_ids(small_bundle, read_kdd(kdd_path, limit=rows, keep_raw=True))
+    # Node 1 goes down and comes back, then node 3: every partition loses a replica and, for some, its
+    # leader and the group coordinator; the quorum keeps 2 of 3 controllers throughout.
+    plan = [(10_000, "kill", 0), (25_000, "start", 0), (45_000, "kill", 2), (60_000, "start", 2)]
+    det = DetectorProcess(bootstrap, topic, alerts, small_bundle, group=group, log_path=tmp_path / "d.log")
+    try:
+        with det:
+            pid = det.pid
+            replay = start_replay(bootstrap, topic, kdd_path, rows, 3000, log_path=tmp_path / "p.log")
+            for at, action, node in plan:
+                wait_until(lambda at=at: det.total("detector_records_scored_total") >= at, 180,
+                           f"{at} records scored before node {node + 1} {action}")
+                if action == "kill":
+                    cluster.stop_node(node, kill=True)
+                else:
+                    cluster.start_node(node)
+                    cluster.wait_ready()
+            assert replay.wait(timeout=240) == 0, (tmp_path / "p.log").read_text()[-3000:]
+            wait_until(lambda: committed_all(bootstrap, group, topic), 240, "detector caught up", 1.0)
+            assert det.alive() and det.pid == pid  # rode out every fault in one process
+            assert det.total("detector_dead_letters_total") == 0
+            assert det.stop() == 0
+    finally:
+        all_nodes_up(cluster)
+    docs = alert_docs(drain(bootstrap, alerts, len(expected), timeout_s=180))
+    ids = Counter(int(d["record_id"]) for d in docs)
+    assert set(ids) == expected
+    print(f"nodes lost and back: {len(expected)} alerts, {sum(ids.values()) - len(ids)} duplicates")
+
+
+@pytest.mark.parametrize("mode", ["at-least-once", "exactly-once"])
+def test_alert_topic_unavailable_pauses_input(cluster: local_kafka.LocalKafka, small_bundle: Path,
+                                              kdd_path: Path, tmp_path: Path, mode: str) -> None:
+    """The alert topic lives only on node 3; stopping node 3 leaves input, offsets and transactions (RF 3)
+    working while no alert can be written: the detector must stop reading, hold its memory, and resume."""
+    rows = 100_000
+    bootstrap = cluster.bootstrap_servers
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    data = read_kdd(kdd_path, limit=rows, keep_raw=True)
+    expected, _ = offline_alert_ids(small_bundle, data)
+    topic = create_topic(admin, "outage", 3, 3, {"min.insync.replicas": "2"})
+    alerts = f"outage-alerts-{uuid.uuid4().hex[:12]}"
+    admin.create_topics([NewTopic(alerts, num_partitions=3, replica_assignment=[[3], [3], [3]])])[alerts].result(timeout=60)
+    group = f"g-{topic}"
+    extra = ["-X", "message.timeout.ms=3000",  # refused writes surface in 3 s, so the detector's retry path runs
+             "-X", "queued.max.messages.kbytes=4096"]  # a small prefetch: reading on would show in RSS
+    if mode == "exactly-once":
+        extra += ["--exactly-once", "--transactional-id", f"tx-{topic}"]
+    det = DetectorProcess(bootstrap, topic, alerts, small_bundle, *extra, group=group, log_path=tmp_path / "d.log")
+    try:
+        with det:
+            cluster.stop_node(2, kill=True)
+            produce_rows(bootstrap, topic, data)
+            wait_until(lambda: det.total("detector_consumption_paused") == 1, 120, "input paused")
+            wait_until(lambda: det.total("detector_output_retries_total") >= 2, 60, "outputs retried")
+            rss_paused, retries = det.rss_bytes(), det.total("detector_output_retries_total")
+            wait_until(lambda: det.total("detector_output_retries_total") >= retries + 3, 120, "a lasting outage")
+            growth = det.rss_bytes() - rss_paused
+            assert not committed_all(bootstrap, group, topic)  # the backlog stays in Kafka, not in memory
+            assert det.total("detector_records_scored_total") == 0  # nothing counted done while undelivered
+            assert det.get("/healthz")[0] == 200
+            assert growth < 32 * 2**20, f"RSS grew {growth / 2**20:.1f} MiB while paused"
+            print(f"{mode}: alert topic unavailable; RSS change while paused {growth / 2**20:+.1f} MiB")
+
+            cluster.start_node(2)  # the outage ends
+            cluster.wait_ready()
+            wait_until(lambda: committed_all(bootstrap, group, topic), 240, "caught up after the outage", 1.0)
+            assert det.total("detector_consumption_paused") == 0
+            assert det.total("detector_records_scored_total") >= rows
+            assert det.stop() == 0
+    finally:
+        all_nodes_up(cluster)
+    docs = alert_docs(drain(bootstrap, alerts, len(expected), timeout_s=180))
+    ids = Counter(int(d["record_id"]) for d in docs)
+    assert set(ids) == expected
+    if mode == "exactly-once":
+        assert max(ids.values()) == 1
