@@ -142,7 +142,8 @@ def test_alert_topic_unavailable_pauses_input(cluster: local_kafka.LocalKafka, s
     expected, _ = offline_alert_ids(small_bundle, data)
     topic = create_topic(admin, "outage", 3, 3, {"min.insync.replicas": "2"})
     alerts = f"outage-alerts-{uuid.uuid4().hex[:12]}"
-    admin.create_topics([NewTopic(alerts, num_partitions=3, replica_assignment=[[3], [3], [3]])])[alerts].result(timeout=60)
+    only_on_node_3 = NewTopic(alerts, num_partitions=3, replica_assignment=[[3], [3], [3]])
+    admin.create_topics([only_on_node_3])[alerts].result(timeout=60)
     group = f"g-{topic}"
     extra = ["-X", "message.timeout.ms=3000",  # refused writes surface in 3 s, so the detector's retry path runs
              "-X", "queued.max.messages.kbytes=4096"]  # a small prefetch: reading on would show in RSS
