@@ -32,6 +32,7 @@ class DetectorConfig:
     exactly_once: bool = False
     max_message_bytes: int = 16_384
     transactional_id: str | None = None
+    group_instance_id: str | None = None
     auto_offset_reset: str = "earliest"
     retry_backoff_max_s: float = 5.0
 
@@ -89,7 +90,12 @@ def build_parser() -> argparse.ArgumentParser:
                      help="alerts and input offsets in one Kafka transaction (default: at-least-once)")
     cli_env.add(p, "--max-message-bytes", "DETECTOR_MAX_MESSAGE_BYTES", default=16_384, type=int,
                 help="larger input records are dead-lettered as oversized")
-    cli_env.add(p, "--transactional-id", "DETECTOR_TRANSACTIONAL_ID", help="for --exactly-once (default: unique)")
+    cli_env.add(p, "--transactional-id", "DETECTOR_TRANSACTIONAL_ID",
+                help="for --exactly-once; a stable per-instance id (e.g. the pod name) lets a restarted instance "
+                     "fence its crashed predecessor at once (default: unique per process)")
+    cli_env.add(p, "--group-instance-id", "DETECTOR_GROUP_INSTANCE_ID",
+                help="static group membership: a restarted instance with the same id takes its partitions back "
+                     "without a rebalance or waiting for the session timeout (default: dynamic membership)")
     cli_env.add(p, "--auto-offset-reset", "DETECTOR_AUTO_OFFSET_RESET", default="earliest",
                 choices=["earliest", "latest"], help="where a new group starts")
     return p
@@ -102,7 +108,8 @@ def from_args(args: argparse.Namespace) -> DetectorConfig:
             model=args.model, dlq_topic=args.dlq_topic, group_id=args.group_id, batch_size=args.batch_size,
             batch_timeout_ms=args.batch_timeout_ms, metrics_port=args.metrics_port, metrics_host=args.metrics_host,
             exactly_once=args.exactly_once, max_message_bytes=args.max_message_bytes,
-            transactional_id=args.transactional_id, auto_offset_reset=args.auto_offset_reset,
+            transactional_id=args.transactional_id, group_instance_id=args.group_instance_id,
+            auto_offset_reset=args.auto_offset_reset,
         )
     except ConfigError:
         raise

@@ -79,6 +79,8 @@ def client_configs(config: DetectorConfig, stats_cb: Any = None) -> tuple[dict[s
         "fetch.wait.max.ms": 10,
         "queued.max.messages.kbytes": 65536,
     }
+    if config.group_instance_id:
+        consumer["group.instance.id"] = config.group_instance_id
     if stats_cb is not None:
         consumer["statistics.interval.ms"] = 5000
         consumer["stats_cb"] = stats_cb

@@ -166,12 +166,15 @@ def test_sigkill_at_random_points_during_a_replay(kafka_bootstrap: str, make_top
     topic, alerts = make_topic("kill", partitions=4), make_topic("kill-alerts", 4)
     group = f"g-{topic}"
     expected, _ = offline_alert_ids(small_bundle, read_kdd(kdd_path, limit=rows, keep_raw=True))
-    # A stable transactional id, as a StatefulSet pod name gives: each new process fences its killed
-    # predecessor at once instead of waiting out the predecessor's transaction timeout.
-    extra = ("--exactly-once", "--transactional-id", f"tx-{topic}") if mode == "exactly-once" else ()
+    # Stable identities, as a StatefulSet pod name gives: each new process takes its killed predecessor's
+    # place in the group (static membership) and fences its open transaction at once, instead of waiting
+    # out the session and transaction timeouts.
+    extra: tuple[str, ...] = ("--group-instance-id", f"det-{topic}")
+    if mode == "exactly-once":
+        extra += ("--exactly-once", "--transactional-id", f"tx-{topic}")
     log = tmp_path / "d.log"
     rng = random.Random(f"{mode}-kills")
-    replay = start_replay(kafka_bootstrap, topic, kdd_path, rows, 2500, log_path=tmp_path / "p.log")
+    replay = start_replay(kafka_bootstrap, topic, kdd_path, rows, 2000, log_path=tmp_path / "p.log")
     kill_points = []
     for _ in range(KILL_CYCLES):
         det = DetectorProcess(kafka_bootstrap, topic, alerts, small_bundle, *extra, group=group, log_path=log)
