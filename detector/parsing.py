@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Sequence
 from itertools import repeat
 
@@ -22,7 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from training.kdd99 import CATEGORICAL, FEATURES, N_FEATURES, NUMERIC, validate_fields
+from training.kdd99 import CATEGORICAL, FEATURES, N_FEATURES, NUMERIC, NUMERIC_MAX, validate_fields
 
 # Bounded reason codes: metric label values and the ``dlq.reason`` header.
 EMPTY = "empty"
@@ -31,8 +32,12 @@ NOT_UTF8 = "not_utf8"
 FIELD_COUNT = "wrong_field_count"
 INVALID_VALUE = "invalid_value"
 INVALID_JSON = "invalid_json"
-REASONS = (EMPTY, OVERSIZED, NOT_UTF8, FIELD_COUNT, INVALID_VALUE, INVALID_JSON)
+PARSER_ERROR = "parser_error"  # the parser itself failed on this value: a bug to report, never a crash
+REASONS = (EMPTY, OVERSIZED, NOT_UTF8, FIELD_COUNT, INVALID_VALUE, INVALID_JSON, PARSER_ERROR)
 
+log = logging.getLogger(__name__)
+
+_UPPER = np.array([NUMERIC_MAX[name] for name in NUMERIC])
 _COLUMN_TYPES = {c: (pa.string() if c in CATEGORICAL else pa.float64()) for c in FEATURES}
 _READ = pacsv.ReadOptions(column_names=list(FEATURES), use_threads=False, block_size=1 << 24)
 _PARSE = pacsv.ParseOptions(quote_char=False, newlines_in_values=False, ignore_empty_lines=False)
@@ -145,7 +150,7 @@ def _parse_csv(values: Sequence[bytes | None], idx: list[int]) -> _Part:
 def _check_arrays(numeric: np.ndarray, cats: list[np.ndarray], idx: np.ndarray) -> _Part:
     """The same rules as ``validate_fields``, in whole-matrix numpy operations for the fast path."""
     with np.errstate(invalid="ignore"):
-        bad_cells = ~np.isfinite(numeric) | (numeric < 0)
+        bad_cells = ~np.isfinite(numeric) | (numeric < 0) | (numeric > _UPPER)
     bad_cat = np.column_stack([c == "" for c in cats]) if len(idx) else np.zeros((0, len(cats)), bool)
     bad_rows = bad_cells.any(axis=1) | bad_cat.any(axis=1)
     if not bad_rows.any():
@@ -171,6 +176,8 @@ def _first_fault(row: np.ndarray, bad_cat: np.ndarray) -> str:
             return f"infinite value in field {name}"
         if v < 0:
             return f"negative value in field {name}"
+        if v > NUMERIC_MAX[name]:
+            return f"value above {NUMERIC_MAX[name]:g} in field {name}"
     return "invalid value"
 
 
@@ -204,6 +211,9 @@ def _parse_json(values: Sequence[bytes | None], idx: list[int]) -> _Part:
             continue
         except ValueError as exc:
             rejections.append(Rejection(i, INVALID_JSON, f"not JSON: {exc}"))
+            continue
+        except RecursionError:  # e.g. 10,000 nested '[': json's recursive decoder gives up
+            rejections.append(Rejection(i, INVALID_JSON, "JSON nested too deeply"))
             continue
         if not isinstance(obj, dict):
             rejections.append(Rejection(i, INVALID_JSON, f"JSON {type(obj).__name__}, expected an object"))
@@ -241,3 +251,37 @@ def _validate(frame: pd.DataFrame, idx: np.ndarray) -> _Part:
 def _empty(rejections: list[Rejection]) -> _Part:
     return (np.zeros((0, len(NUMERIC))), [np.zeros(0, dtype=object) for _ in CATEGORICAL],
             np.zeros(0, dtype=np.int64), rejections)
+
+
+def parse_batch_safe(values: Sequence[bytes | None], max_bytes: int = 16_384) -> ParsedBatch:
+    """:func:`parse_batch`, but an input that makes the parser itself raise is dead-lettered, not fatal.
+
+    A poison message that crashed the detector would crash it again after every restart (it is never
+    committed), stopping the whole partition. So on an unexpected exception the batch is re-parsed one
+    value at a time and each value that still raises becomes a ``parser_error`` rejection.
+    """
+    try:
+        return parse_batch(values, max_bytes)
+    except Exception:  # noqa: BLE001 - the point is to survive parser bugs
+        log.exception("parser failed on a batch of %d; re-parsing one value at a time", len(values))
+    numeric: list[np.ndarray] = []
+    cats: list[list[np.ndarray]] = []
+    index: list[int] = []
+    rejections: list[Rejection] = []
+    for i, value in enumerate(values):
+        try:
+            one = parse_batch([value], max_bytes)
+        except Exception as exc:  # noqa: BLE001
+            rejections.append(Rejection(i, PARSER_ERROR, f"{type(exc).__name__}: {exc}"[:300]))
+            continue
+        rejections += [dataclasses.replace(r, index=i) for r in one.rejections]
+        if len(one.index):
+            numeric.append(one.numeric)
+            cats.append(one.categories)
+            index.append(i)
+    if not index:
+        numeric_arr, cat_arrs, _, _ = _empty([])
+    else:
+        numeric_arr = np.vstack(numeric)
+        cat_arrs = [np.concatenate([c[j] for c in cats]) for j in range(len(CATEGORICAL))]
+    return ParsedBatch(numeric_arr, cat_arrs, np.asarray(index, dtype=np.int64), rejections)

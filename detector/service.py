@@ -295,7 +295,7 @@ class Detector:
         topic = records[0].topic()  # one input topic per detector
         parts, counts = np.unique(partitions, return_counts=True)
         offsets = [TopicPartition(topic, int(p), int(offsets_arr[partitions == p].max()) + 1) for p in parts]
-        parsed = parsing.parse_batch(values, self.config.max_message_bytes)
+        parsed = parsing.parse_batch_safe(values, self.config.max_message_bytes)
         t_parse = time.perf_counter()
 
         outputs: list[OutMessage] = []

@@ -34,6 +34,12 @@ FEATURES: tuple[str, ...] = (
 CATEGORICAL: tuple[str, ...] = ("protocol_type", "service", "flag")
 NUMERIC: tuple[str, ...] = tuple(f for f in FEATURES if f not in CATEGORICAL)
 N_FEATURES = len(FEATURES)  # 41
+FLAGS: tuple[str, ...] = ("land", "logged_in", "is_host_login", "is_guest_login")
+FLOAT32_MAX = float(np.finfo(np.float32).max)  # scoring runs in float32: a larger value would become inf
+# Upper bound of every numeric field: rates are fractions, flags are 0/1, the rest must survive float32.
+NUMERIC_MAX: dict[str, float] = {
+    name: 1.0 if name.endswith("_rate") or name in FLAGS else FLOAT32_MAX for name in NUMERIC
+}
 NORMAL = "normal"
 
 # Families from the KDD Cup 99 task description, plus the attacks that only appear in the KDD99 test set
@@ -92,7 +98,8 @@ def validate_fields(fields: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     Returns ``(features, reasons)``: ``features`` has the 41 named columns (float64 numerics, str
     categoricals; rejected rows hold NaN/garbage and must be dropped by the caller) and ``reasons`` is an
     object array with ``None`` for a good row, else a short reason naming the first bad field. Numbers must
-    be finite and non-negative: every KDD feature is a count, a rate, a byte total or a flag.
+    be finite and non-negative (every KDD feature is a count, a rate, a byte total or a flag), rates and flags at
+    most 1, and the rest within float32 range (scoring precision).
     """
     n = len(fields)
     fields = fields.set_axis(list(FEATURES), axis=1)
@@ -116,6 +123,7 @@ def validate_fields(fields: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
         _first_reason(reasons, np.isnan(arr), f"non-numeric or NaN value in field {name}")
         _first_reason(reasons, np.isinf(arr), f"infinite value in field {name}")
         _first_reason(reasons, arr < 0, f"negative value in field {name}")
+        _first_reason(reasons, arr > NUMERIC_MAX[name], f"value above {NUMERIC_MAX[name]:g} in field {name}")
         out[name] = pd.Series(arr, index=fields.index)
     return pd.DataFrame(out, index=fields.index), reasons
 

@@ -1,0 +1,115 @@
+"""Hostile input, in process (a fuzz run over the parser and scorer) and through the real topic.
+
+The contract: the detector never crashes, and every message is either scored or dead-lettered with a
+reason. Counted, not sampled.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from detector import parsing
+from tests.conftest import TopicFactory
+from tests.detector_harness import DetectorProcess, alert_docs, offline_alert_ids, wait_until
+from tests.hostile import KINDS, hostile_values
+from tests.kafka_util import drain
+from training.bundle import load_bundle
+from training.kdd99 import NUMERIC, NUMERIC_MAX, read_kdd, strip_label
+
+
+@pytest.fixture(scope="module")
+def rows(kdd_path: Path):  # noqa: ANN201
+    return read_kdd(kdd_path, limit=5000, keep_raw=True)
+
+
+def good_lines(data) -> list[str]:  # noqa: ANN001
+    return [strip_label(line, data.variant) for line in data.raw]
+
+
+def test_fuzz_parser_and_scorer(rows, small_bundle: Path) -> None:  # noqa: ANN001
+    """60,000 hostile values in random batch sizes: every one accounted for, no parser failure, and whatever
+    parses is in range and scores to a finite number."""
+    scorer = load_bundle(small_bundle).scorer()
+    values = list(hostile_values(seed=1, n=60_000, good=good_lines(rows)))
+    rng = random.Random(2)
+    scored = rejected = 0
+    start = 0
+    while start < len(values):
+        size = rng.choice([1, 7, 100, 2000])
+        batch = [v for _, v in values[start:start + size]]
+        start += size
+        parsed = parsing.parse_batch_safe(batch)
+        assert sorted(parsed.index.tolist() + [r.index for r in parsed.rejections]) == list(range(len(batch)))
+        assert not [r for r in parsed.rejections if r.code == parsing.PARSER_ERROR], "the parser raised"
+        assert all(r.code in parsing.REASONS and r.detail for r in parsed.rejections)
+        if len(parsed.index):
+            assert np.isfinite(parsed.numeric).all() and (parsed.numeric >= 0).all()
+            assert (parsed.numeric <= np.array([NUMERIC_MAX[n] for n in NUMERIC])).all()
+            ids, _ = scorer.preprocessor.encode_category_columns(parsed.categories)
+            assert np.isfinite(scorer.score_arrays(parsed.numeric.astype(np.float32), ids).score).all()
+        scored += len(parsed.index)
+        rejected += len(parsed.rejections)
+    assert scored + rejected == len(values) and rejected > 0.9 * len(values)
+
+
+def test_hostile_messages_through_the_topic(kafka_bootstrap: str, make_topic: TopicFactory, small_bundle: Path,
+                                            rows, tmp_path: Path) -> None:  # noqa: ANN001
+    from confluent_kafka import Producer
+
+    hostile = list(hostile_values(seed=3, n=6000, good=good_lines(rows)))
+    topic, alerts, dlq = make_topic("fuzz", partitions=2), make_topic("fuzz-alerts", 2), make_topic("fuzz-dlq", 2)
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "enable.idempotence": True, "linger.ms": 10,
+                         "message.max.bytes": 2_000_000})
+    messages: dict[str, bytes] = {}
+    good = good_lines(rows)
+    for i in range(max(len(hostile), len(good))):  # interleaved: hostile values share batches with good rows
+        if i < len(good):
+            messages[f"ok-{rows.record_ids[i]}"] = good[i].encode()
+        if i < len(hostile):
+            messages[f"h-{i}-{hostile[i][0]}"] = hostile[i][1]
+    for key, value in messages.items():
+        producer.produce(topic, value=value, key=key.encode(), headers=[("record_id", key.encode())])
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    total = len(messages)
+
+    # What the parser says about each value on its own: the reason it must arrive with in the DLQ.
+    offline = parsing.parse_batch_safe(list(messages.values()))
+    keys = list(messages)
+    want_dead = {keys[r.index]: r.code for r in offline.rejections}
+    assert not any(k.startswith("ok-") for k in want_dead)
+
+    det = DetectorProcess(kafka_bootstrap, topic, alerts, small_bundle, dlq_topic=dlq, log_path=tmp_path / "d.log")
+    with det:
+        wait_until(lambda: det.total("detector_records_consumed_total") >= total, 180, "every message handled")
+        assert det.alive() and det.get("/healthz")[0] == 200  # never crashed
+        scored, dead = det.total("detector_records_scored_total"), det.total("detector_dead_letters_total")
+        assert det.total("detector_records_consumed_total") == total
+        assert scored + dead == total  # every message: scored or dead-lettered
+        assert dead == len(want_dead)
+        assert det.stop() == 0
+
+    dead_msgs = drain(kafka_bootstrap, dlq, len(want_dead))
+    got_dead = {m.key().decode(): {k: v for k, v in m.headers()} for m in dead_msgs}
+    assert {k: h["dlq.reason"].decode() for k, h in got_dead.items()} == want_dead
+    for m in dead_msgs:
+        assert m.value() == messages[m.key().decode()]  # the original bytes, for the analyst
+        assert m.headers() and dict(m.headers())["dlq.detail"]
+
+    expected, _ = offline_alert_ids(small_bundle, rows)
+    docs = alert_docs(drain(kafka_bootstrap, alerts, len(expected)))
+    good_alerted = {int(d["record_id"].removeprefix("ok-")) for d in docs if d["record_id"].startswith("ok-")}
+    assert good_alerted == expected  # good rows beside hostile ones are scored exactly as alone
+    for d in docs:
+        assert np.isfinite(d["score"])
+    by_kind = Counter(k.split("-", 2)[2] for k in want_dead)
+    tried = Counter(k for k, _ in hostile)
+    print(f"fuzz through Kafka: {total} messages ({len(hostile)} hostile of {len(KINDS)} kinds), "
+          f"{int(scored)} scored, {int(dead)} dead-lettered, 0 lost; dead by kind "
+          + json.dumps({k: f"{by_kind[k]}/{tried[k]}" for k in KINDS}))
