@@ -89,5 +89,37 @@ def test_lambda_layer_model_is_refused_by_safe_mode(copy: Path) -> None:
     manifest = json.loads((copy / "bundle.json").read_text())
     manifest["files"][MODEL_FILE] = sha256_file(copy / MODEL_FILE)  # an attacker can fix checksums too
     (copy / "bundle.json").write_text(json.dumps(manifest))
-    with pytest.raises(BundleError, match="safe_mode"):
+    with pytest.raises(BundleError, match=r"not stock Keras layers: Lambda"):
         load_bundle(copy)
+
+
+def test_custom_layer_model_is_refused_even_when_its_class_is_importable(copy: Path) -> None:
+    """safe_mode alone would load this here, where the class is registered; the bundle check refuses it."""
+    import keras
+
+    from training.bundle import sha256_file
+
+    @keras.saving.register_keras_serializable(package="Evil")
+    class Passthrough(keras.layers.Layer):
+        def call(self, x):  # noqa: ANN001, ANN202
+            return x
+
+    prep = Preprocessor.load(copy / "preprocessing.json")
+    inp = keras.Input((prep.width,))
+    keras.Model(inp, keras.layers.Dense(prep.width)(Passthrough()(inp))).save(copy / MODEL_FILE)
+    manifest = json.loads((copy / "bundle.json").read_text())
+    manifest["files"][MODEL_FILE] = sha256_file(copy / MODEL_FILE)
+    (copy / "bundle.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"not stock Keras layers: Passthrough from module"):
+        load_bundle(copy)
+
+
+def test_lambda_refused_by_safe_mode_too(copy: Path) -> None:
+    """Defence in depth: Keras' own safe_mode refuses the Lambda layer without the bundle's check."""
+    import keras
+
+    prep = Preprocessor.load(copy / "preprocessing.json")
+    inp = keras.Input((prep.width,))
+    keras.Model(inp, keras.layers.Lambda(lambda t: t * 1.0)(inp)).save(copy / MODEL_FILE)
+    with pytest.raises(ValueError, match="safe_mode"):
+        keras.models.load_model(copy / MODEL_FILE, compile=False, safe_mode=True)

@@ -150,14 +150,51 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return manifest
 
 
+def _foreign_objects(node: Any) -> list[str]:
+    """Every object in a Keras config that is not Keras' own: custom (registered) classes and Lambda layers.
+
+    ``safe_mode`` only stops lambdas; a registered custom layer loads in any process that imports its
+    module, which would make the bundle's behaviour depend on code outside it. A bundle holds stock
+    layers only, so anything else is refused before Keras sees it.
+    """
+    found: list[str] = []
+    if isinstance(node, dict):
+        module = node.get("module")
+        if "class_name" in node and isinstance(module, str) and not module.startswith("keras"):
+            found.append(f"{node['class_name']} from module {module!r}")
+        elif node.get("class_name") in ("Lambda", "__lambda__", "function"):
+            found.append(f"{node['class_name']} (Python code)")
+        for value in node.values():
+            found += _foreign_objects(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += _foreign_objects(value)
+    return found
+
+
+def _check_stock_layers(model_path: Path) -> None:
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(model_path) as z:
+            config = json.loads(z.read("config.json"))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+        raise BundleError(f"{model_path} is not a readable .keras file: {exc}") from exc
+    foreign = _foreign_objects(config)
+    if foreign:
+        raise BundleError(f"{model_path} holds objects that are not stock Keras layers: {', '.join(foreign[:5])}. "
+                          "A bundle must contain only what `python -m training train` writes.")
+
+
 def load_bundle(path: str | Path) -> Bundle:
-    """Verify, then load; Keras ``safe_mode`` refuses lambda layers and arbitrary code in the model file."""
+    """Verify checksums, refuse custom/lambda layers, then load with Keras ``safe_mode`` as a second guard."""
     path = Path(path)
     manifest = read_manifest(path)
     try:
         preprocessor = Preprocessor.load(path / PREPROCESSING_FILE)
     except PreprocessingError as exc:
         raise BundleError(str(exc)) from exc
+    _check_stock_layers(path / MODEL_FILE)
     import keras
 
     try:
