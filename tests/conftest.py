@@ -68,6 +68,21 @@ def kafka_bootstrap(request: pytest.FixtureRequest, tmp_path_factory: pytest.Tem
         cluster.stop()
 
 
+def own_cluster(tmp_path_factory: pytest.TempPathFactory, name: str, nodes: int = 1,
+                security: local_kafka.Security | None = None) -> Iterator[local_kafka.LocalKafka]:
+    """A cluster of the test's own from the local launcher, for tests that stop nodes or need SASL users,
+    which a shared or external cluster would not allow. Use as the body of a module-scoped fixture."""
+    try:
+        cluster = local_kafka.start_cluster(nodes=nodes, directory=tmp_path_factory.mktemp(name) / "c",
+                                            security=security)
+    except local_kafka.LocalKafkaError as exc:
+        pytest.fail(f"could not start the {nodes}-node Kafka cluster {name!r}: {exc}", pytrace=False)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 @pytest.fixture(scope="session")
 def kafka_admin(kafka_bootstrap: str) -> AdminClient:
     return AdminClient({"bootstrap.servers": kafka_bootstrap})

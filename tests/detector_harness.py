@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -177,6 +178,21 @@ def committed_all(bootstrap: str, group: str, topic: str) -> bool:
 
 def alert_docs(messages: list[object]) -> list[dict[str, object]]:
     return [json.loads(m.value()) for m in messages]  # type: ignore[attr-defined]
+
+
+def assert_alerted(bootstrap: str, alerts: str, expected: set[int], *, no_duplicates: bool = False,
+                   extra: dict[str, object] | None = None) -> int:
+    """Read the whole alert topic: the alerted record ids must be exactly ``expected``. Returns duplicates."""
+    from tests.kafka_util import drain
+
+    docs = alert_docs(drain(bootstrap, alerts, len(expected), timeout_s=180, extra=extra))
+    ids = Counter(int(d["record_id"]) for d in docs)  # type: ignore[call-overload]
+    missing, unexpected = expected - set(ids), set(ids) - expected
+    assert not missing and not unexpected, f"{len(missing)} alerts missing, {len(unexpected)} unexpected"
+    duplicates = sum(ids.values()) - len(ids)
+    if no_duplicates:
+        assert duplicates == 0, f"{duplicates} duplicate alerts"
+    return duplicates
 
 
 def start_replay(bootstrap: str, topic: str, data_path: Path, limit: int, rate: float, *extra: str,

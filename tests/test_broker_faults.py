@@ -7,7 +7,6 @@ one broker (a node lost, the alert topic's only broker down) are in ``test_kafka
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,16 +14,15 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from deploy.kafka import local_kafka
-from tests.conftest import create_topic
+from tests.conftest import create_topic, own_cluster
 from tests.detector_harness import (
     DetectorProcess,
-    alert_docs,
+    assert_alerted,
     committed_all,
     offline_alert_ids,
     start_replay,
     wait_until,
 )
-from tests.kafka_util import drain
 from training.kdd99 import read_kdd
 
 OUTAGE_S = 8.0  # how long the broker stays down: the fault itself, not a readiness wait
@@ -32,15 +30,7 @@ OUTAGE_S = 8.0  # how long the broker stays down: the fault itself, not a readin
 
 @pytest.fixture(scope="module")
 def own_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local_kafka.LocalKafka]:
-    """Always the local launcher: the test restarts the broker, which a shared cluster won't allow."""
-    try:
-        cluster = local_kafka.start_cluster(nodes=1, directory=tmp_path_factory.mktemp("kafka-restart") / "c")
-    except local_kafka.LocalKafkaError as exc:
-        pytest.fail(f"could not start a Kafka broker: {exc}", pytrace=False)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from own_cluster(tmp_path_factory, "kafka-restart")  # the test restarts it
 
 
 def test_broker_restart_during_replay(own_broker: local_kafka.LocalKafka, small_bundle: Path, kdd_path: Path,
@@ -70,7 +60,5 @@ def test_broker_restart_during_replay(own_broker: local_kafka.LocalKafka, small_
         assert det.total("detector_dead_letters_total") == 0
         assert det.stop() == 0
 
-    docs = alert_docs(drain(bootstrap, alerts, len(expected), timeout_s=180))
-    ids = Counter(int(d["record_id"]) for d in docs)
-    assert set(ids) == expected  # nothing lost
-    print(f"broker restart: {len(expected)} alerts, {sum(ids.values()) - len(ids)} duplicates (at-least-once)")
+    duplicates = assert_alerted(bootstrap, alerts, expected)  # nothing lost
+    print(f"broker restart: {len(expected)} alerts, {duplicates} duplicates (at-least-once)")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,10 +13,10 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from deploy.kafka import local_kafka
-from tests.conftest import create_topic
+from tests.conftest import create_topic, own_cluster
 from tests.detector_harness import (
     DetectorProcess,
-    alert_docs,
+    assert_alerted,
     committed_all,
     offline_alert_ids,
     produce_rows,
@@ -32,15 +31,7 @@ N = 20_000
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local_kafka.LocalKafka]:
-    """Always the local launcher: the test must stop a node, which an external cluster won't let it do."""
-    try:
-        c = local_kafka.start_cluster(nodes=3, directory=tmp_path_factory.mktemp("kafka3") / "c")
-    except local_kafka.LocalKafkaError as exc:
-        pytest.fail(f"could not start a 3-node Kafka cluster: {exc}", pytrace=False)
-    try:
-        yield c
-    finally:
-        c.stop()
+    yield from own_cluster(tmp_path_factory, "kafka3", nodes=3)  # the tests stop nodes
 
 
 def test_node_loss_mid_stream_loses_nothing(cluster: local_kafka.LocalKafka) -> None:
@@ -124,10 +115,8 @@ def test_nodes_lost_and_back_during_replay(cluster: local_kafka.LocalKafka, smal
             assert det.stop() == 0
     finally:
         all_nodes_up(cluster)
-    docs = alert_docs(drain(bootstrap, alerts, len(expected), timeout_s=180))
-    ids = Counter(int(d["record_id"]) for d in docs)
-    assert set(ids) == expected
-    print(f"nodes lost and back: {len(expected)} alerts, {sum(ids.values()) - len(ids)} duplicates")
+    duplicates = assert_alerted(bootstrap, alerts, expected)
+    print(f"nodes lost and back: {len(expected)} alerts, {duplicates} duplicates")
 
 
 @pytest.mark.parametrize("mode", ["at-least-once", "exactly-once"])
@@ -173,8 +162,4 @@ def test_alert_topic_unavailable_pauses_input(cluster: local_kafka.LocalKafka, s
             assert det.stop() == 0
     finally:
         all_nodes_up(cluster)
-    docs = alert_docs(drain(bootstrap, alerts, len(expected), timeout_s=180))
-    ids = Counter(int(d["record_id"]) for d in docs)
-    assert set(ids) == expected
-    if mode == "exactly-once":
-        assert max(ids.values()) == 1
+    assert_alerted(bootstrap, alerts, expected, no_duplicates=mode == "exactly-once")

@@ -55,3 +55,19 @@ def test_broker_that_cannot_start_reports_its_log(tmp_path: Path) -> None:
 def test_nodes_other_than_1_or_3_are_refused(tmp_path: Path) -> None:
     result = run("start", "--nodes", "2", "--dir", str(tmp_path / "x"))
     assert result.returncode == 2 and "--nodes must be 1 or 3" in result.stderr
+
+
+def test_cli_secured_broker_prints_its_client_settings(tmp_path: Path) -> None:
+    state = tmp_path / "s"
+    started = run("start", "--dir", str(state), "--scram-user", "alice:alice-pw", "--tls")
+    assert started.returncode == 0, started.stderr
+    try:
+        env = dict(line.split("=", 1) for line in started.stdout.strip().splitlines())
+        assert env["KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL" and env["KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+        conf = {"bootstrap.servers": env["KAFKA_BOOTSTRAP_SERVERS"], "security.protocol": "SASL_SSL",
+                "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "alice", "sasl.password": "alice-pw",
+                "ssl.ca.location": env["KAFKA_SSL_CA_LOCATION"]}
+        assert len(AdminClient(conf).list_topics(timeout=15).brokers) == 1
+        assert "alice-pw" not in started.stdout + started.stderr
+    finally:
+        assert run("stop", "--dir", str(state)).returncode == 0

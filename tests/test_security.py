@@ -15,9 +15,8 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 from deploy.kafka import local_kafka
-from tests.conftest import create_topic
-from tests.detector_harness import REPO, DetectorProcess, alert_docs, offline_alert_ids, wait_until
-from tests.kafka_util import drain
+from tests.conftest import create_topic, own_cluster
+from tests.detector_harness import REPO, DetectorProcess, assert_alerted, offline_alert_ids, wait_until
 from training.kdd99 import read_kdd
 
 USER = "kdd-app"
@@ -29,17 +28,8 @@ ROWS = 3000
 
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local_kafka.LocalKafka]:
-    """Always the local launcher: the test needs a broker with SCRAM users it created itself."""
     security = local_kafka.Security(users={"broker": f"b-{uuid.uuid4().hex}", USER: PASSWORD}, tls=True)
-    try:
-        cluster = local_kafka.start_cluster(nodes=1, directory=tmp_path_factory.mktemp("sasl") / "c",
-                                            security=security)
-    except local_kafka.LocalKafkaError as exc:
-        pytest.fail(f"could not start a SASL_SSL Kafka broker: {exc}", pytrace=False)
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
+    yield from own_cluster(tmp_path_factory, "sasl", security=security)  # with SCRAM users of its own
 
 
 def client_args(cluster: local_kafka.LocalKafka, *, user: str = USER, ca: bool = True) -> list[str]:
@@ -79,8 +69,7 @@ def test_right_credentials_work_end_to_end_and_leak_nothing(secure: local_kafka.
         metrics_text = det.get("/metrics")[1]
         assert det.stop() == 0
     extra = {k: v for k, v in client.items() if k != "bootstrap.servers"}
-    docs = alert_docs(drain(secure.bootstrap_servers, alerts, len(expected), extra=extra))
-    assert {int(d["record_id"]) for d in docs} == expected
+    assert_alerted(secure.bootstrap_servers, alerts, expected, extra=extra)
 
     detector_log = log.read_text()
     assert "sasl.password" in detector_log  # the effective config is logged (redacted) ...

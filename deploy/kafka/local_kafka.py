@@ -583,6 +583,11 @@ def main(argv: list[str] | None = None) -> int:
                          help="1 (combined broker+controller) or 3 (quorum); env LOCAL_KAFKA_NODES")
     p_start.add_argument("--dir", default=os.environ.get("LOCAL_KAFKA_DIR"),
                          help="state and data directory (default: a new temporary one); env LOCAL_KAFKA_DIR")
+    p_start.add_argument("--scram-user", action="append", metavar="NAME:PASSWORD",
+                         default=[u for u in os.environ.get("LOCAL_KAFKA_SCRAM_USERS", "").split(",") if u],
+                         help="secure the client listener with SASL/SCRAM-SHA-512 and create this user; repeatable "
+                              "[env LOCAL_KAFKA_SCRAM_USERS=name:pw,name:pw]")
+    p_start.add_argument("--tls", action="store_true", help="with --scram-user: SASL_SSL with a self-signed cert")
     for name, help_text in (("stop", "stop the brokers and delete their files"), ("status", "show node state")):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--dir", default=os.environ.get("LOCAL_KAFKA_DIR"), required="LOCAL_KAFKA_DIR" not in os.environ,
@@ -597,10 +602,24 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "start":
             t0 = time.monotonic()
-            cluster = start_cluster(nodes=args.nodes, directory=args.dir)
+            security = None
+            if args.scram_user:
+                users = dict(u.split(":", 1) for u in args.scram_user if ":" in u)
+                if len(users) != len(args.scram_user):
+                    raise LocalKafkaError("--scram-user expects NAME:PASSWORD")
+                users.setdefault("broker", os.urandom(12).hex())
+                security = Security(users=users, tls=args.tls)
+            elif args.tls:
+                raise LocalKafkaError("--tls needs at least one --scram-user")
+            cluster = start_cluster(nodes=args.nodes, directory=args.dir, security=security)
             log.info("Apache Kafka %s: %d node(s) ready in %.1fs, state in %s",
                      KAFKA_VERSION, max(1, len(cluster.nodes)), time.monotonic() - t0, cluster.directory)
             print(f"LOCAL_KAFKA_DIR={cluster.directory}")
+            if security is not None:
+                print(f"KAFKA_SECURITY_PROTOCOL={cluster.security_protocol}")
+                print(f"KAFKA_SASL_MECHANISM={cluster.sasl_mechanism}")
+                if cluster.ssl_ca_location:
+                    print(f"KAFKA_SSL_CA_LOCATION={cluster.ssl_ca_location}")
             print(f"KAFKA_BOOTSTRAP_SERVERS={cluster.bootstrap_servers}")
             return 0
         cluster = LocalKafka.load(args.dir)
