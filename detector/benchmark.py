@@ -32,6 +32,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from confluent_kafka import Consumer
@@ -138,6 +139,17 @@ def _latency(bootstrap: str, model: Path, data: Path, rate: float, seconds: floa
             "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(np.max(lat))}
 
 
+def alert_timing(msg: Any) -> tuple[int, float, float]:
+    """(record id, broker append time in s, produce-to-alert latency in ms) of one alert message.
+
+    The alert topic must use LogAppendTime; the alert's ``event_time`` is the input record's timestamp.
+    """
+    doc = json.loads(msg.value())
+    event_ms = dt.datetime.fromisoformat(doc["event_time"]).timestamp() * 1000
+    append_ms = msg.timestamp()[1]
+    return int(doc["record_id"]), append_ms / 1000, append_ms - event_ms
+
+
 def _alert_latencies(bootstrap: str, topic: str) -> np.ndarray:
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"lat-{uuid.uuid4().hex[:8]}",
                   "auto.offset.reset": "earliest"})
@@ -151,9 +163,7 @@ def _alert_latencies(bootstrap: str, topic: str) -> np.ndarray:
         for m in msgs:
             if m.error() is not None:
                 continue
-            doc = json.loads(m.value())
-            event = dt.datetime.fromisoformat(doc["event_time"]).timestamp() * 1000
-            out.append(m.timestamp()[1] - event)
+            out.append(alert_timing(m)[2])
     c.close()
     if not out:
         raise RuntimeError("no alerts arrived during the latency run")

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import ClusterMetadata
 
 from detector import parsing
 from detector.config import DetectorConfig
@@ -211,14 +212,14 @@ class Detector:
                                 on_lost=self._on_revoke)
         self._warm_up()
 
-    def _ensure_output_topics(self, admin_conf: dict[str, Any], md: Any) -> None:
+    def _ensure_output_topics(self, admin_conf: dict[str, Any], md: ClusterMetadata) -> None:
         brokers = max(1, len(md.brokers))
         src = md.topics.get(self.config.input_topic)
         partitions = len(src.partitions) if src is not None and src.error is None else 1
         if src is None or src.error is not None:
             log.warning("input topic %s does not exist yet; waiting for it", self.config.input_topic)
         for topic in (self.config.alert_topic, self.config.dead_letter_topic):
-            ensure_topic(admin_conf, topic, partitions, min(3, brokers))
+            ensure_topic(admin_conf, topic, partitions, min(3, brokers), metadata=md)
 
     def _warm_up(self) -> None:
         """Trace the scoring function before declaring readiness, so the first batch is not slow."""
@@ -258,13 +259,11 @@ class Detector:
         t0 = time.perf_counter()
         msgs = consumer.consume(num_messages=self.config.batch_size, timeout=self.config.batch_timeout_ms / 1000)
         producer.poll(0)
-        if msgs:
-            self.auth_error = None  # the broker served us: any rejection seen was transient
-        else:
-            self._check_auth()
         if not msgs:
+            self._check_auth()
             self._complete_inflight()  # input is idle: finish the previous batch so its offsets commit now
             return 0
+        self.auth_error = None  # the broker served us: any rejection seen was transient
         t_poll = time.perf_counter()
         records: list[Message] = []
         for msg in msgs:

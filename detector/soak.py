@@ -19,7 +19,6 @@ What it checks:
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
 import logging
 import os
@@ -38,6 +37,7 @@ import numpy as np
 from confluent_kafka import Consumer
 from prometheus_client.parser import text_string_to_metric_families
 
+from detector.benchmark import alert_timing
 from training import cli_env
 from training.kdd99 import default_data_path
 
@@ -63,12 +63,10 @@ class AlertWatcher(threading.Thread):
             for m in self.consumer.consume(2000, 0.5):
                 if m.error() is not None:
                     continue
-                doc = json.loads(m.value())
-                event_ms = dt.datetime.fromisoformat(doc["event_time"]).timestamp() * 1000
-                append_ms = m.timestamp()[1]
+                record_id, append_s, latency_ms = alert_timing(m)
                 with self.lock:
-                    self.ids[int(doc["record_id"])] += 1
-                    self.latency.append((append_ms / 1000, append_ms - event_ms))
+                    self.ids[record_id] += 1
+                    self.latency.append((append_s, latency_ms))
         self.consumer.close()
 
     def count(self) -> int:
@@ -88,6 +86,7 @@ def scrape(port: int) -> dict[str, float]:
 
 
 def rss_bytes(pid: int) -> int:
+    """A process's resident set size, from /proc (what an OOM killer and a container limit look at)."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):

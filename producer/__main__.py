@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             raise KddFormatError(f"KDD data file {args.data} does not exist; pass --data PATH or set KDD_DATA")
         conf = kafka.client_config()
         log.info("replaying %s to %s on %s", args.data, args.topic, kafka_options.redacted(conf))
-        check_connection(conf, kafka.connect_timeout_s)
-        ensure_topic(conf, args.topic, args.partitions, args.replication_factor)
+        metadata = check_connection(conf, kafka.connect_timeout_s)
+        ensure_topic(conf, args.topic, args.partitions, args.replication_factor, metadata=metadata)
         metrics = None
         if args.metrics_port is not None:
             metrics = ProducerMetrics()

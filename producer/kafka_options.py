@@ -110,11 +110,9 @@ class KafkaConnectError(RuntimeError):
 
 def is_auth_error(err: KafkaError) -> bool:
     """Errors that retrying with the same settings cannot fix (librdkafka reports them as non-fatal)."""
-    return err.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL) or (
-        err.code() in (KafkaError.SASL_AUTHENTICATION_FAILED, KafkaError.TOPIC_AUTHORIZATION_FAILED,
-                       KafkaError.GROUP_AUTHORIZATION_FAILED, KafkaError.CLUSTER_AUTHORIZATION_FAILED,
-                       KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
-    )
+    return err.code() in (KafkaError._AUTHENTICATION, KafkaError._SSL, KafkaError.SASL_AUTHENTICATION_FAILED,
+                          KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED,
+                          KafkaError.CLUSTER_AUTHORIZATION_FAILED, KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED)
 
 
 def explain_auth_error(client_config: dict[str, Any], err: KafkaError) -> str:
@@ -123,7 +121,7 @@ def explain_auth_error(client_config: dict[str, Any], err: KafkaError) -> str:
     if err.code() == KafkaError._SSL:
         return (f"TLS handshake with Kafka at {where} failed: {err.str()}. Check --ssl-ca-location "
                 "(KAFKA_SSL_CA_LOCATION) and that the broker certificate names the host you connect to.")
-    if err.code() == KafkaError._AUTHENTICATION or err.code() == KafkaError.SASL_AUTHENTICATION_FAILED:
+    if err.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
         user = client_config.get("sasl.username")
         return (f"Kafka at {where} rejected the credentials of SASL user {user!r} "
                 f"({client_config.get('sasl.mechanism')}): {err.str()}. Check --sasl-username/--sasl-password "
@@ -166,10 +164,14 @@ def check_connection(client_config: dict[str, Any], timeout_s: float) -> Cluster
             )
 
 
-def ensure_topic(client_config: dict[str, Any], topic: str, partitions: int, replication: int) -> None:
-    """Create ``topic`` when missing; an existing topic is used as it is."""
+def ensure_topic(client_config: dict[str, Any], topic: str, partitions: int, replication: int,
+                 metadata: ClusterMetadata | None = None) -> None:
+    """Create ``topic`` when missing; an existing topic is used as it is.
+
+    ``metadata`` (e.g. what :func:`check_connection` returned) saves listing the cluster again at start-up.
+    """
     admin = AdminClient(admin_config(client_config))
-    md = admin.list_topics(timeout=30)
+    md = metadata if metadata is not None else admin.list_topics(timeout=30)
     if topic in md.topics and md.topics[topic].error is None:
         return
     fut = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=replication)],

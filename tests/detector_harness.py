@@ -20,6 +20,7 @@ from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.kafka.local_kafka import free_port
+from detector.soak import rss_bytes
 from training.bundle import load_bundle
 from training.kdd99 import KddData, strip_label
 
@@ -98,12 +99,8 @@ class DetectorProcess:
         return self.proc is not None and self.proc.poll() is None
 
     def rss_bytes(self) -> int:
-        """Resident set size now, from /proc (the figure an OOM killer and a container limit look at)."""
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise AssertionError("no VmRSS line")
+        """Resident set size now (the figure an OOM killer and a container limit look at)."""
+        return rss_bytes(self.pid)
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 60) -> int:
         assert self.proc is not None
