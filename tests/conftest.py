@@ -7,6 +7,7 @@ Maven Central, KRaft on 127.0.0.1). A test that needs Kafka and gets none fails;
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -33,8 +34,12 @@ def _docker_answers() -> bool:
 
 
 def _say(config: pytest.Config, line: str) -> None:
+    """Print past pytest's output capture (fixture set-up is captured), so every run names its broker."""
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None:
+        return
+    with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
         reporter.write_line(line)
 
 
