@@ -2,33 +2,48 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import signal
 import sys
 
-from detector.config import ConfigError, build_parser, from_args
+from core import settings as cli
+from core.settings import SettingsError
+from detector.settings import DetectorSettings
 
 log = logging.getLogger("detector")
 
 
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m detector", description=DetectorSettings.__doc__,
+        epilog="Exit codes: 0 clean shutdown; 1 fatal runtime error; 2 invalid configuration or model bundle; "
+               "3 Kafka unreachable, or it rejected the credentials or TLS settings.",
+    )
+    cli.add_arguments(p, DetectorSettings)
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=os.environ.get("DETECTOR_LOG_LEVEL", "INFO"),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     try:
-        config = from_args(args)
-    except ConfigError as exc:
+        settings = cli.from_namespace(DetectorSettings, args)
+    except SettingsError as exc:
         log.error("%s", exc)
         return 2
+    logging.getLogger().setLevel(settings.log_level)
 
-    from detector.service import Detector, FatalError
-    from producer.kafka_options import KafkaConnectError
+    from core.kafka import KafkaConnectError
+    from detector.service import Detector
+    from detector.source import FatalError
     from training.bundle import BundleError
 
     try:
-        detector = Detector(config)
+        detector = Detector(settings)
     except BundleError as exc:
         log.error("%s", exc)
         return 2

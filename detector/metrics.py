@@ -7,17 +7,12 @@ dashboard can show the share of traffic near, at and far above the line.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
-import logging
-import threading
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
-
-log = logging.getLogger(__name__)
 
 STAGES = ("poll", "parse", "score", "produce", "commit")
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -73,8 +68,6 @@ class DetectorMetrics:
 
     def describe_model(self, manifest: dict[str, Any]) -> None:
         """Model identity and its validation baseline, from the bundle manifest."""
-        import datetime as dt
-
         self.model.info({"version": str(manifest["version"]), "threshold": repr(float(manifest["threshold"])),
                          "created": str(manifest.get("created", ""))})
         created = manifest.get("created")
@@ -96,45 +89,15 @@ class DetectorMetrics:
                 self.lag.labels(topic=topic, partition=part).set(p["consumer_lag"])
 
 
-class HealthServer:
-    """``/metrics``, ``/healthz`` (process alive) and ``/readyz`` (model loaded, partitions assigned)."""
-
-    def __init__(self, metrics: DetectorMetrics, port: int, ready: Callable[[], tuple[bool, str]],
-                 host: str = "0.0.0.0") -> None:  # noqa: S104 - scraped from outside the pod
-        registry = metrics.registry
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server API
-                path = self.path.split("?", 1)[0]
-                if path == "/metrics":
-                    self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
-                elif path == "/healthz":
-                    self._send(200, b"ok\n")
-                elif path == "/readyz":
-                    ok, why = ready()
-                    self._send(200 if ok else 503, (why + "\n").encode())
-                else:
-                    self._send(404, b"not found: try /metrics, /healthz or /readyz\n")
-
-            def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:  # scrapes are not log lines
-                return
-
-        self.server = ThreadingHTTPServer((host, port), Handler)
-        self.server.daemon_threads = True
-        self.port = int(self.server.server_address[1])
-        self.thread = threading.Thread(target=self.server.serve_forever, name="metrics-http", daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-        log.info("metrics on http://127.0.0.1:%d/metrics (health: /healthz, /readyz)", self.port)
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+def observe_many(hist: Any, values: np.ndarray) -> None:
+    """Add a whole array to a prometheus_client Histogram in one step (observe() per row costs ~1 us each)."""
+    buckets = getattr(hist, "_upper_bounds", None)
+    if buckets is None or not hasattr(hist, "_buckets"):
+        for v in values:
+            hist.observe(float(v))
+        return
+    counts = np.bincount(np.searchsorted(np.asarray(buckets), values, side="left"), minlength=len(buckets))
+    for i, c in enumerate(counts[: len(buckets)]):
+        if c:
+            hist._buckets[i].inc(int(c))
+    hist._sum.inc(float(np.sum(values)))

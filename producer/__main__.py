@@ -1,4 +1,4 @@
-"""Replay KDD99 rows onto a Kafka topic at a controlled rate.
+"""Replay connection records from a file onto a Kafka topic at a controlled rate.
 
 Exit codes: 0 every record delivered (also after SIGINT/SIGTERM, once in-flight records are flushed);
 1 some deliveries failed; 2 bad arguments or input (missing file, malformed line under --strict);
@@ -12,15 +12,16 @@ import json
 import logging
 import signal
 import sys
-from pathlib import Path
 
-from producer import kafka_options
-from producer.kafka_options import KafkaConnectError, check_connection, ensure_topic
+from core import settings as cli
+from core.kafka import KafkaConnectError, check_connection, ensure_topic, redacted
+from core.records import RecordFormatError
+from core.schema import RecordSchema, SchemaError
+from core.settings import SettingsError
 from producer.metrics import ProducerMetrics
 from producer.replay import Replayer
-from producer.source import FORMATS, SourceOptions
-from training import cli_env
-from training.kdd99 import KddFormatError, default_data_path
+from producer.settings import ProducerSettings
+from producer.source import SourceOptions
 
 log = logging.getLogger("producer")
 
@@ -28,27 +29,26 @@ log = logging.getLogger("producer")
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m producer", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    kafka_options.add_arguments(p)
-    cli_env.add(p, "--topic", "PRODUCER_TOPIC", default="kdd-connections", help="topic to write to")
-    cli_env.add(p, "--data", "KDD_DATA", default=default_data_path(), type=Path, help="KDD-format file (gz or plain)")
-    cli_env.add(p, "--format", "PRODUCER_FORMAT", default="csv", choices=list(FORMATS),
-                help="csv: the source line without its label; json: an object with the 41 named fields")
-    cli_env.add(p, "--rate", "PRODUCER_RATE", default=0.0, type=float, help="records per second, 0 = unlimited")
-    cli_env.add(p, "--limit", "PRODUCER_LIMIT", type=int, help="stop after N records")
-    cli_env.add_flag(p, "--shuffle", "PRODUCER_SHUFFLE", help="replay in a seeded random order (reads the whole file)")
-    cli_env.add(p, "--seed", "PRODUCER_SEED", default=0, type=int, help="seed for --shuffle and sampling")
-    cli_env.add_flag(p, "--loop", "PRODUCER_LOOP", help="replay endlessly")
-    cli_env.add(p, "--anomaly-fraction", "PRODUCER_ANOMALY_FRACTION", type=float,
-                help="subsample attack rows to this share of the stream, e.g. 0.01")
-    cli_env.add_flag(p, "--strict", "PRODUCER_STRICT", help="a malformed input line is fatal (default: count, skip)")
-    cli_env.add(p, "--partitions", "PRODUCER_PARTITIONS", default=6, type=int, help="partitions if creating the topic")
-    cli_env.add(p, "--replication-factor", "PRODUCER_REPLICATION_FACTOR", default=1, type=int,
-                help="replication factor if creating the topic")
-    cli_env.add(p, "--metrics-port", "PRODUCER_METRICS_PORT", type=int,
-                help="serve Prometheus metrics on this port (default: off)")
-    cli_env.add_flag(p, "--progress", "PRODUCER_PROGRESS", help="progress bar (default: on a terminal only)")
-    p.set_defaults(progress=None)
+    cli.add_arguments(p, ProducerSettings)
     return p
+
+
+def _replayer(s: ProducerSettings) -> Replayer:
+    """Check the input and the cluster, create the topic if needed: everything that can fail before sending."""
+    source = SourceOptions(data=s.data, fmt=s.format, shuffle=s.shuffle, seed=s.seed, limit=s.limit, loop=s.loop,
+                           anomaly_fraction=s.anomaly_fraction, strict=s.strict,
+                           schema=RecordSchema.load(s.schema_name))
+    if not s.data.exists():
+        raise RecordFormatError(f"data file {s.data} does not exist; pass {ProducerSettings.describe('data')}")
+    conf = s.kafka.client_config()
+    log.info("replaying %s to %s on %s", s.data, s.topic, redacted(conf))
+    metadata = check_connection(conf, s.kafka.connect_timeout_s)
+    ensure_topic(conf, s.topic, s.partitions, s.replication_factor, metadata=metadata)
+    metrics = None
+    if s.metrics_port is not None:
+        metrics = ProducerMetrics()
+        metrics.serve(s.metrics_port)
+    return Replayer(conf, s.topic, source, rate=s.rate, progress=s.progress, metrics=metrics)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -56,29 +56,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
     try:
-        kafka = kafka_options.from_args(args)
-        source = SourceOptions(data=args.data, fmt=args.format, shuffle=args.shuffle, seed=args.seed,
-                               limit=args.limit, loop=args.loop, anomaly_fraction=args.anomaly_fraction,
-                               strict=args.strict)
-        if not args.data.exists():
-            raise KddFormatError(f"KDD data file {args.data} does not exist; pass --data PATH or set KDD_DATA")
-        conf = kafka.client_config()
-        log.info("replaying %s to %s on %s", args.data, args.topic, kafka_options.redacted(conf))
-        metadata = check_connection(conf, kafka.connect_timeout_s)
-        ensure_topic(conf, args.topic, args.partitions, args.replication_factor, metadata=metadata)
-        metrics = None
-        if args.metrics_port is not None:
-            metrics = ProducerMetrics()
-            metrics.serve(args.metrics_port)
-        replayer = Replayer(conf, args.topic, source, rate=args.rate, progress=args.progress, metrics=metrics)
-    except (ValueError, KddFormatError) as exc:
+        settings = cli.from_namespace(ProducerSettings, args)
+        replayer = _replayer(settings)
+    except (SettingsError, SchemaError, RecordFormatError, ValueError) as exc:
         log.error("%s", exc)
         return 2
     except KafkaConnectError as exc:
         log.error("%s", exc)
         return 3
     except Exception as exc:  # noqa: BLE001 - e.g. KafkaException: authentication, unreachable cluster
-        log.error("cannot start the replay against %s: %s", args.bootstrap_servers, exc)
+        log.error("cannot start the replay: %s", exc)
         return 1
 
     def stop(signum: int, _frame: object) -> None:
@@ -89,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, stop)
     try:
         result = replayer.run()
-    except KddFormatError as exc:
+    except RecordFormatError as exc:
         log.error("%s", exc)
         print(json.dumps(replayer.result.summary()))
         return 2

@@ -18,6 +18,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Producer
 
+from core.headers import LABEL, RECORD_ID
 from producer.metrics import ProducerMetrics
 from producer.pacing import Pacer
 from producer.source import SourceOptions, SourceStats, records
@@ -121,9 +122,9 @@ class Replayer:
                     if rec is None:
                         exhausted = True
                         break
-                    headers = [("record_id", str(rec.record_id).encode())]
+                    headers = [(RECORD_ID, str(rec.record_id).encode())]
                     if rec.label is not None:
-                        headers.append(("label", rec.label.encode()))
+                        headers.append((LABEL, rec.label.encode()))
                     while True:
                         try:
                             produce(topic, value=rec.value, key=str(rec.record_id).encode(), headers=headers,

@@ -1,4 +1,4 @@
-"""What to replay: rows of a KDD file, in order or shuffled, subsampled, limited, encoded for the wire.
+"""What to replay: rows of a record file, in order or shuffled, subsampled, limited, encoded for the wire.
 
 Rows stream in chunks so the 4.9M-row full file replays in constant memory; ``--shuffle`` needs the
 whole file (it is a permutation of it) and says so in the help. Malformed lines are counted here and
@@ -20,7 +20,8 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from training.kdd99 import CATEGORICAL, FEATURES, KddData, KddFormatError, iter_kdd_chunks, read_kdd
+from core.records import RecordFormatError, Records, iter_record_chunks, read_records
+from core.schema import RecordSchema, kdd99
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class SourceOptions:
     anomaly_fraction: float | None = None
     strict: bool = False
     chunk_lines: int = 50_000
+    schema: RecordSchema = dataclasses.field(default_factory=kdd99)
 
     def __post_init__(self) -> None:
         if self.fmt not in FORMATS:
@@ -68,7 +70,7 @@ def records(opts: SourceOptions, stats: SourceStats) -> Iterator[Record]:
     """Yield records to send, honouring every option; loops forever with ``loop``."""
     sent = 0
     rng = np.random.default_rng(opts.seed)
-    cache: dict[str, KddData] = {}
+    cache: dict[str, Records] = {}
     while True:
         for chunk in _prefetch(_chunks(opts, rng, cache)):
             _count_rejected(chunk, stats, opts.strict)
@@ -82,7 +84,7 @@ def records(opts: SourceOptions, stats: SourceStats) -> Iterator[Record]:
             return
 
 
-def _prefetch(chunks: Iterator[KddData]) -> Iterator[KddData]:
+def _prefetch(chunks: Iterator[Records]) -> Iterator[Records]:
     """Parse the next chunk on a thread while this one is sent, so a paced replay has no pause per chunk."""
     q: queue.Queue[tuple[str, object]] = queue.Queue(maxsize=1)
     stop = threading.Event()
@@ -116,12 +118,13 @@ def _prefetch(chunks: Iterator[KddData]) -> Iterator[KddData]:
         stop.set()
 
 
-def _chunks(opts: SourceOptions, rng: np.random.Generator, cache: dict[str, KddData]) -> Iterator[KddData]:
+def _chunks(opts: SourceOptions, rng: np.random.Generator, cache: dict[str, Records]) -> Iterator[Records]:
     if not opts.shuffle:
-        yield from iter_kdd_chunks(opts.data, chunk_lines=opts.chunk_lines, strict=opts.strict, keep_raw=True)
+        yield from iter_record_chunks(opts.data, schema=opts.schema, chunk_lines=opts.chunk_lines, strict=opts.strict,
+                                      keep_raw=True)
         return
     if "data" not in cache:  # a shuffled replay holds the file once, however many loops
-        cache["data"] = read_kdd(opts.data, strict=opts.strict, keep_raw=True)
+        cache["data"] = read_records(opts.data, schema=opts.schema, strict=opts.strict, keep_raw=True)
         first_pass = True
     else:
         first_pass = False
@@ -129,26 +132,26 @@ def _chunks(opts: SourceOptions, rng: np.random.Generator, cache: dict[str, KddD
     order = rng.permutation(len(data))
     # CSV payloads come from the raw lines: permuting the 41 typed columns too would only cost time
     features = data.features.iloc[order] if opts.fmt == "json" else data.features.iloc[order, :0]
-    yield KddData(
-        source=data.source, features=features.reset_index(drop=True),
+    yield Records(
+        source=data.source, schema=data.schema, features=features.reset_index(drop=True),
         labels=None if data.labels is None else data.labels.iloc[order].reset_index(drop=True),
         lines=data.lines[order], raw=_raw(data).iloc[order].reset_index(drop=True),
-        rejected=data.rejected if first_pass else (), variant=data.variant,
+        rejected=data.rejected if first_pass else (), n_fields=data.n_fields,
     )
 
 
-def _count_rejected(chunk: KddData, stats: SourceStats, strict: bool) -> None:
+def _count_rejected(chunk: Records, stats: SourceStats, strict: bool) -> None:
     stats.lines_read += len(chunk) + len(chunk.rejected)
     for rej in chunk.rejected:
         stats.malformed += 1
         stats.malformed_by_reason[rej.reason] += 1
         if stats.malformed <= 10:
             log.warning("%s, line %d: %s (skipped)", chunk.source, rej.line, rej.reason)
-    if strict and chunk.rejected:  # read_kdd raises first; this guards the invariant
-        raise KddFormatError(f"{chunk.source}, line {chunk.rejected[0].line}: {chunk.rejected[0].reason}")
+    if strict and chunk.rejected:  # read_records raises first; this guards the invariant
+        raise RecordFormatError(f"{chunk.source}, line {chunk.rejected[0].line}: {chunk.rejected[0].reason}")
 
 
-def _subsample(chunk: KddData, fraction: float | None, rng: np.random.Generator, stats: SourceStats) -> np.ndarray:
+def _subsample(chunk: Records, fraction: float | None, rng: np.random.Generator, stats: SourceStats) -> np.ndarray:
     """Row positions to send. With ``fraction``, all normal rows and just enough attacks for that share."""
     n = len(chunk)
     if fraction is None or chunk.labels is None:
@@ -162,18 +165,19 @@ def _subsample(chunk: KddData, fraction: float | None, rng: np.random.Generator,
     return np.sort(np.concatenate([np.flatnonzero(~attack), chosen]))
 
 
-def _raw(chunk: KddData) -> pd.Series:
+def _raw(chunk: Records) -> pd.Series:
     if chunk.raw is None:
         raise RuntimeError("internal: source chunks are read with keep_raw=True")
     return chunk.raw
 
 
-def _encode(chunk: KddData, keep: np.ndarray, fmt: str) -> Iterator[Record]:
+def _encode(chunk: Records, keep: np.ndarray, fmt: str) -> Iterator[Record]:
     raw = _raw(chunk).to_numpy()
     ids = chunk.record_ids
-    labelled = chunk.variant > len(FEATURES)
+    names = chunk.schema.names
+    labelled = chunk.n_fields > len(names)
     if fmt == "csv":
-        extra = chunk.variant - len(FEATURES)  # trailing label (and NSL difficulty) fields to cut off
+        extra = chunk.n_fields - len(names)  # trailing label (and NSL difficulty) fields to cut off
         for j in keep:
             if extra:
                 parts = raw[j].rsplit(",", extra)  # one split yields both the payload and the label
@@ -181,11 +185,11 @@ def _encode(chunk: KddData, keep: np.ndarray, fmt: str) -> Iterator[Record]:
             else:
                 yield Record(int(ids[j]), raw[j].encode(), None)
         return
-    cats = set(CATEGORICAL)
-    cols = {name: chunk.features[name].to_numpy() for name in FEATURES}
+    cats = set(chunk.schema.categorical)
+    cols = {name: chunk.features[name].to_numpy() for name in names}
     for j in keep:
-        obj = {name: (str(cols[name][j]) if name in cats else _number(cols[name][j])) for name in FEATURES}
-        label = raw[j].split(",")[len(FEATURES)] if labelled else None
+        obj = {name: (str(cols[name][j]) if name in cats else _number(cols[name][j])) for name in names}
+        label = raw[j].split(",")[len(names)] if labelled else None
         yield Record(int(ids[j]), json.dumps(obj, separators=(",", ":")).encode(), label)
 
 

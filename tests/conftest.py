@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from core.records import default_data_path
 from deploy.kafka import local_kafka
-from training.kdd99 import default_data_path
 
 REPO = Path(__file__).resolve().parents[1]
 

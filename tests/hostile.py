@@ -10,7 +10,10 @@ import json
 import random
 from collections.abc import Callable, Iterator
 
-from training.kdd99 import CATEGORICAL, FEATURES
+from core.schema import kdd99
+
+FEATURES = kdd99().names
+CATEGORICAL = kdd99().categorical
 
 KINDS = ("random_bytes", "truncated", "huge_field", "nan_inf", "negative", "out_of_range", "wrong_delimiter",
          "invalid_utf8", "control_chars", "byte_flips", "json_wrong_shape", "empty")

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from core.records import read_records
 from deploy.kafka import local_kafka
-from tests.conftest import create_topic, own_cluster
-from tests.detector_harness import (
+from scripts.harness import (
     DetectorProcess,
     assert_alerted,
     committed_all,
@@ -23,7 +23,7 @@ from tests.detector_harness import (
     start_replay,
     wait_until,
 )
-from training.kdd99 import read_kdd
+from tests.conftest import create_topic, own_cluster
 
 OUTAGE_S = 8.0  # how long the broker stays down: the fault itself, not a readiness wait
 
@@ -40,7 +40,7 @@ def test_broker_restart_during_replay(own_broker: local_kafka.LocalKafka, small_
     admin = AdminClient({"bootstrap.servers": bootstrap})
     topic, alerts = create_topic(admin, "restart", 3, 1), create_topic(admin, "restart-alerts", 3, 1)
     group = f"g-{topic}"
-    expected, _ = offline_alert_ids(small_bundle, read_kdd(kdd_path, limit=rows, keep_raw=True))
+    expected, _ = offline_alert_ids(small_bundle, read_records(kdd_path, limit=rows, keep_raw=True))
 
     det = DetectorProcess(bootstrap, topic, alerts, small_bundle, group=group, log_path=tmp_path / "d.log")
     with det:

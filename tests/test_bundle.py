@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.records import read_records
 from training.bundle import MODEL_FILE, BundleError, load_bundle, read_manifest, save_bundle
-from training.kdd99 import read_kdd
 from training.model import ModelConfig, build_autoencoder
 from training.preprocessing import Preprocessor
 from training.scoring import Scorer
 
 
 def test_save_load_gives_identical_scores(tmp_path: Path, kdd_path: Path) -> None:
-    data = read_kdd(kdd_path, limit=3000)
+    data = read_records(kdd_path, limit=3000)
     prep = Preprocessor.fit(data.features)
     model = build_autoencoder(prep.width, ModelConfig.from_preset("default", epochs=1))
     x = prep.transform(data.features)

@@ -14,26 +14,26 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.records import read_records
 from detector.outputs import load_schema
-from tests.conftest import TopicFactory
-from tests.detector_harness import (
+from scripts.harness import (
     REPO,
     DetectorProcess,
     alert_docs,
     assert_alerted,
     committed_all,
+    drain,
     offline_alert_ids,
     produce_rows,
     start_replay,
     wait_until,
 )
-from tests.kafka_util import drain
-from training.kdd99 import read_kdd, strip_label
+from tests.conftest import TopicFactory
 
 
 def malformed_messages(sample_line: str, n: int) -> tuple[list[bytes], list[str]]:
     """``n`` hostile records of ten kinds, with the dead-letter reason each must get."""
-    base = strip_label(sample_line, 42)
+    base = sample_line.rsplit(",", 1)[0]  # the 41 features, as the producer sends them
     fields = base.split(",")
 
     def with_field(i: int, value: str) -> bytes:
@@ -60,7 +60,7 @@ def malformed_messages(sample_line: str, n: int) -> tuple[list[bytes], list[str]
 
 @pytest.fixture(scope="module")
 def rows_50k(kdd_path: Path):  # noqa: ANN201
-    return read_kdd(kdd_path, limit=50_000, keep_raw=True)
+    return read_records(kdd_path, limit=50_000, keep_raw=True)
 
 
 def test_50k_rows_with_500_malformed(kafka_bootstrap: str, make_topic: TopicFactory, small_bundle: Path,
@@ -119,7 +119,7 @@ def test_50k_rows_with_500_malformed(kafka_bootstrap: str, make_topic: TopicFact
 
 def test_detector_score_equals_training_evaluate(kafka_bootstrap: str, make_topic: TopicFactory,
                                                  small_bundle: Path, kdd_path: Path, tmp_path: Path) -> None:
-    data = read_kdd(kdd_path, limit=5000, keep_raw=True)
+    data = read_records(kdd_path, limit=5000, keep_raw=True)
     sample = tmp_path / "sample.csv"
     sample.write_text("\n".join(data.raw) + "\n")
     scores_csv = tmp_path / "scores.csv"
@@ -166,7 +166,7 @@ def test_sigkill_at_random_points_during_a_replay(kafka_bootstrap: str, make_top
     rows = 150_000
     topic, alerts = make_topic("kill", partitions=4), make_topic("kill-alerts", 4)
     group = f"g-{topic}"
-    expected, _ = offline_alert_ids(small_bundle, read_kdd(kdd_path, limit=rows, keep_raw=True))
+    expected, _ = offline_alert_ids(small_bundle, read_records(kdd_path, limit=rows, keep_raw=True))
     # Stable identities, as a StatefulSet pod name gives: each new process takes its killed predecessor's
     # place in the group (static membership) and fences its open transaction at once, instead of waiting
     # out the session and transaction timeouts.
@@ -199,7 +199,7 @@ def test_sigkill_at_random_points_during_a_replay(kafka_bootstrap: str, make_top
 
 def test_two_detectors_share_partitions_and_one_stops(kafka_bootstrap: str, make_topic: TopicFactory,
                                                       small_bundle: Path, kdd_path: Path, tmp_path: Path) -> None:
-    data = read_kdd(kdd_path, limit=120_000, keep_raw=True)
+    data = read_records(kdd_path, limit=120_000, keep_raw=True)
     topic, alerts = make_topic("scale", partitions=6), make_topic("scale-alerts", 6)
     group = f"g-{topic}"
     expected, _ = offline_alert_ids(small_bundle, data)

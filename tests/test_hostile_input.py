@@ -14,22 +14,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.records import read_records
+from core.schema import kdd99
 from detector import parsing
+from scripts.harness import DetectorProcess, alert_docs, drain, offline_alert_ids, wait_until
 from tests.conftest import TopicFactory
-from tests.detector_harness import DetectorProcess, alert_docs, offline_alert_ids, wait_until
 from tests.hostile import KINDS, hostile_values
-from tests.kafka_util import drain
 from training.bundle import load_bundle
-from training.kdd99 import NUMERIC, NUMERIC_MAX, read_kdd, strip_label
 
 
 @pytest.fixture(scope="module")
 def rows(kdd_path: Path):  # noqa: ANN201
-    return read_kdd(kdd_path, limit=5000, keep_raw=True)
+    return read_records(kdd_path, limit=5000, keep_raw=True)
 
 
 def good_lines(data) -> list[str]:  # noqa: ANN001
-    return [strip_label(line, data.variant) for line in data.raw]
+    return [data.payload(line) for line in data.raw]
 
 
 def test_fuzz_parser_and_scorer(rows, small_bundle: Path) -> None:  # noqa: ANN001
@@ -44,13 +44,13 @@ def test_fuzz_parser_and_scorer(rows, small_bundle: Path) -> None:  # noqa: ANN0
         size = rng.choice([1, 7, 100, 2000])
         batch = [v for _, v in values[start:start + size]]
         start += size
-        parsed = parsing.parse_batch_safe(batch)
+        parsed = parsing.Parser(kdd99()).parse_safe(batch)
         assert sorted(parsed.index.tolist() + [r.index for r in parsed.rejections]) == list(range(len(batch)))
         assert not [r for r in parsed.rejections if r.code == parsing.PARSER_ERROR], "the parser raised"
         assert all(r.code in parsing.REASONS and r.detail for r in parsed.rejections)
         if len(parsed.index):
             assert np.isfinite(parsed.numeric).all() and (parsed.numeric >= 0).all()
-            assert (parsed.numeric <= np.array([NUMERIC_MAX[n] for n in NUMERIC])).all()
+            assert (parsed.numeric <= kdd99().bounds()[1]).all()
             ids, _ = scorer.preprocessor.encode_category_columns(parsed.categories)
             assert np.isfinite(scorer.score_arrays(parsed.numeric.astype(np.float32), ids).score).all()
         scored += len(parsed.index)
@@ -80,7 +80,7 @@ def test_hostile_messages_through_the_topic(kafka_bootstrap: str, make_topic: To
     total = len(messages)
 
     # What the parser says about each value on its own: the reason it must arrive with in the DLQ.
-    offline = parsing.parse_batch_safe(list(messages.values()))
+    offline = parsing.Parser(kdd99()).parse_safe(list(messages.values()))
     keys = list(messages)
     want_dead = {keys[r.index]: r.code for r in offline.rejections}
     assert not any(k.startswith("ok-") for k in want_dead)

@@ -12,19 +12,19 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from core.records import read_records
 from deploy.kafka import local_kafka
-from tests.conftest import create_topic, own_cluster
-from tests.detector_harness import (
+from scripts.harness import (
     DetectorProcess,
     assert_alerted,
     committed_all,
+    drain,
     offline_alert_ids,
     produce_rows,
     start_replay,
     wait_until,
 )
-from tests.kafka_util import drain
-from training.kdd99 import read_kdd
+from tests.conftest import create_topic, own_cluster
 
 N = 20_000
 
@@ -91,7 +91,7 @@ def test_nodes_lost_and_back_during_replay(cluster: local_kafka.LocalKafka, smal
     topic = create_topic(admin, "roll", 6, 3, {"min.insync.replicas": "2"})
     alerts = create_topic(admin, "roll-alerts", 6, 3, {"min.insync.replicas": "2"})
     group = f"g-{topic}"
-    expected, _ = offline_alert_ids(small_bundle, read_kdd(kdd_path, limit=rows, keep_raw=True))
+    expected, _ = offline_alert_ids(small_bundle, read_records(kdd_path, limit=rows, keep_raw=True))
     # Node 1 goes down and comes back, then node 3: every partition loses a replica and, for some, its
     # leader and the group coordinator; the quorum keeps 2 of 3 controllers throughout.
     plan = [(10_000, "kill", 0), (25_000, "start", 0), (45_000, "kill", 2), (60_000, "start", 2)]
@@ -127,7 +127,7 @@ def test_alert_topic_unavailable_pauses_input(cluster: local_kafka.LocalKafka, s
     rows = 100_000
     bootstrap = cluster.bootstrap_servers
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    data = read_kdd(kdd_path, limit=rows, keep_raw=True)
+    data = read_records(kdd_path, limit=rows, keep_raw=True)
     expected, _ = offline_alert_ids(small_bundle, data)
     topic = create_topic(admin, "outage", 3, 3, {"min.insync.replicas": "2"})
     alerts = f"outage-alerts-{uuid.uuid4().hex[:12]}"

@@ -8,15 +8,17 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.schema import kdd99
 from detector import parsing
-from training.kdd99 import FEATURES
+
+FEATURES = kdd99().names
 
 GOOD = ("0,tcp,http,SF,181,5450,0,0,0,0,0,1,0,0,0,0,0,0,0,0,0,0,8,8,0.00,0.00,0.00,0.00,1.00,0.00,0.00,9,9,1.00,"
         "0.00,0.11,0.00,0.00,0.00,0.00,0.00")
 
 
 def accounted(values: list[bytes | None]) -> parsing.ParsedBatch:
-    batch = parsing.parse_batch(values)
+    batch = parsing.Parser(kdd99()).parse(values)
     rejected = [r.index for r in batch.rejections]
     everything = sorted(batch.index.tolist() + rejected)
     assert everything == list(range(len(values))), "each input exactly once: parsed or rejected"

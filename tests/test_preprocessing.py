@@ -8,8 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.kdd99 import FEATURES, NUMERIC
+from core.schema import kdd99
 from training.preprocessing import UNKNOWN, PreprocessingError, Preprocessor
+
+FEATURES = kdd99().names
+NUMERIC = kdd99().numeric
 
 
 def frame(rows: list[dict[str, object]]) -> pd.DataFrame:

@@ -16,9 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.records import read_records
+from core.schema import kdd99
 from deploy.kafka.local_kafka import free_port
-from tests.kafka_util import drain
-from training.kdd99 import FEATURES, read_kdd, strip_label
+from scripts.harness import drain
+
+FEATURES = kdd99().names
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,7 +45,7 @@ def test_first_100k_rows_arrive_complete_and_exact(kafka_bootstrap: str, kdd_pat
     summary = replay(kafka_bootstrap, topic, "--data", str(kdd_path), "--limit", str(n), "--partitions", "4")
     assert summary["sent"] == summary["delivered"] == n and summary["failed"] == 0
 
-    source = read_kdd(kdd_path, limit=n, keep_raw=True)
+    source = read_records(kdd_path, limit=n, keep_raw=True)
     by_id = {int(rid): line for rid, line in zip(source.record_ids, source.raw, strict=True)}
     messages = drain(kafka_bootstrap, topic, n)
     ids = Counter(int(m.key()) for m in messages)
@@ -51,7 +54,7 @@ def test_first_100k_rows_arrive_complete_and_exact(kafka_bootstrap: str, kdd_pat
         h = headers(m)
         line = by_id[int(m.key())]
         assert h["record_id"] == m.key().decode()
-        assert m.value().decode() == strip_label(line, source.variant)  # payload: the row without its label
+        assert m.value().decode() == source.payload(line)  # payload: the row without its label
         assert h["label"] == line.rsplit(",", 1)[1]  # label travels only in the header
 
 
@@ -86,7 +89,7 @@ def test_anomaly_fraction_sets_attack_share(kafka_bootstrap: str, make_topic, kd
 
 def test_malformed_lines_are_counted_and_never_sent(kafka_bootstrap: str, make_topic, kdd_path: Path,
                                                     tmp_path: Path) -> None:
-    good = read_kdd(kdd_path, limit=1000, keep_raw=True)
+    good = read_records(kdd_path, limit=1000, keep_raw=True)
     lines = list(good.raw)
     planted = {10: "garbage", 20: lines[20].replace(",", ";"), 30: lines[30].replace("tcp", ""),
                40: lines[40].replace(",0,", ",-1,", 1), 50: ""}
@@ -113,7 +116,7 @@ def test_malformed_lines_are_counted_and_never_sent(kafka_bootstrap: str, make_t
 def test_json_format_carries_41_named_fields(kafka_bootstrap: str, make_topic, kdd_path: Path) -> None:
     topic = make_topic("json")
     replay(kafka_bootstrap, topic, "--data", str(kdd_path), "--format", "json", "--limit", "500")
-    source = read_kdd(kdd_path, limit=500)
+    source = read_records(kdd_path, limit=500)
     messages = drain(kafka_bootstrap, topic, 500)
     assert len(messages) == 500
     for m in messages[:50]:
@@ -153,8 +156,8 @@ def test_sigterm_flushes_and_reports(kafka_bootstrap: str, make_topic, kdd_path:
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--rate", "-1"], "--rate must be >= 0"),
-    (["--anomaly-fraction", "1.5"], "--anomaly-fraction must be in [0, 1)"),
+    (["--rate", "-1"], "--rate (PRODUCER_RATE) must be >= 0"),
+    (["--anomaly-fraction", "1.5"], "--anomaly-fraction (PRODUCER_ANOMALY_FRACTION) must be in [0, 1)"),
     (["--data", "/nonexistent/kdd.gz"], "/nonexistent/kdd.gz does not exist"),
 ])
 def test_bad_arguments_exit_2_with_reason(kafka_bootstrap: str, args: list[str], message: str) -> None:

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from core.records import read_records
 from deploy.kafka.local_kafka import free_port
+from scripts.harness import REPO, DetectorProcess, produce_rows, wait_until
 from tests.conftest import TopicFactory
-from tests.detector_harness import REPO, DetectorProcess, produce_rows, wait_until
-from training.kdd99 import read_kdd, strip_label
 
 PROM_DIR = REPO / "deploy" / "prometheus"
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "kdd-detector.json"
@@ -47,8 +47,8 @@ def test_prometheus_scrapes_and_every_query_returns_data(kafka_bootstrap: str, m
     if exe is None:
         pytest.fail("prometheus is not installed; run scripts/setup.sh (Debian package prometheus)", pytrace=False)
     topic, alerts = make_topic("prom", partitions=2), make_topic("prom-alerts", 2)
-    data = read_kdd(kdd_path, limit=20_000, keep_raw=True)
-    line = strip_label(data.raw[0], data.variant)
+    data = read_records(kdd_path, limit=20_000, keep_raw=True)
+    line = data.payload(data.raw[0])
     bad = {i * 400: b"not,a,kdd,record" for i in range(40)}
     bad.update({i * 400 + 1: line.replace(",http,", ",brand_new_service,").encode() for i in range(40)})
 

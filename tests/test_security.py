@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import AdminClient
 
+from core.records import read_records
 from deploy.kafka import local_kafka
+from scripts.harness import REPO, DetectorProcess, assert_alerted, offline_alert_ids, wait_until
 from tests.conftest import create_topic, own_cluster
-from tests.detector_harness import REPO, DetectorProcess, assert_alerted, offline_alert_ids, wait_until
-from training.kdd99 import read_kdd
 
 USER = "kdd-app"
 # Distinctive, so a leak anywhere in captured output is unambiguous.
@@ -59,7 +59,7 @@ def test_right_credentials_work_end_to_end_and_leak_nothing(secure: local_kafka.
     assert replay.returncode == 0, replay.stderr[-3000:]
     assert f'"delivered": {ROWS}' in replay.stdout
 
-    data = read_kdd(kdd_path, limit=ROWS, keep_raw=True)
+    data = read_records(kdd_path, limit=ROWS, keep_raw=True)
     expected, _ = offline_alert_ids(small_bundle, data)
     log = tmp_path / "detector.log"
     det = DetectorProcess(secure.bootstrap_servers, topic, alerts, small_bundle, *client_args(secure)[2:],

@@ -5,11 +5,13 @@ Layout::
     BUNDLE/
       model.keras          Keras model, stock layers only (loaded with safe_mode=True)
       preprocessing.json   fitted preprocessing (training.preprocessing)
+      schema.json          the record schema the model was trained on (core.schema); the detector parses with it
       bundle.json          manifest: version id, threshold, training config, data checksum, validation
                            metrics, library versions, and the sha256 of every other file
 
 A bundle is an envelope, not just weights: the detector refuses one whose files are missing, altered
-or truncated, or whose feature schema differs from this code's, with a message that says which.
+or truncated, or whose schema, preprocessing and manifest disagree on the features, with a message that
+says which. A bundle written before schema files existed reads as KDD99.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from training.kdd99 import FEATURES
+from core.schema import RecordSchema, SchemaError, kdd99
 from training.preprocessing import PreprocessingError, Preprocessor
 
 MANIFEST = "bundle.json"
 MODEL_FILE = "model.keras"
 PREPROCESSING_FILE = "preprocessing.json"
+SCHEMA_FILE = "schema.json"
 FORMAT = "kdd-ae-bundle"
 FORMAT_VERSION = 1
 
@@ -55,6 +58,10 @@ class Bundle:
     @property
     def version(self) -> str:
         return str(self.manifest["version"])
+
+    @property
+    def schema(self) -> RecordSchema:
+        return self.preprocessor.schema
 
     @property
     def threshold(self) -> float:
@@ -87,6 +94,7 @@ def save_bundle(
     tmp.mkdir(parents=True)
     model.save(tmp / MODEL_FILE)
     preprocessor.save(tmp / PREPROCESSING_FILE)
+    preprocessor.schema.save(tmp / SCHEMA_FILE)
     for name, text in (extra_files or {}).items():
         (tmp / name).write_text(text)
     files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
@@ -98,7 +106,8 @@ def save_bundle(
         "created": created.isoformat(timespec="seconds"),
         "threshold": float(threshold),
         "score": "mean squared reconstruction error of the preprocessed row",
-        "features": list(FEATURES),
+        "schema": preprocessor.schema.name,
+        "features": list(preprocessor.schema.names),
         "input_width": preprocessor.width,
         "training": training,
         "data_sha256": data_sha256,
@@ -132,8 +141,6 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     missing_keys = [k for k in ("version", "threshold", "files", "features", "data_sha256") if k not in manifest]
     if missing_keys:
         raise BundleError(f"{manifest_path} lacks {', '.join(missing_keys)}")
-    if tuple(manifest["features"]) != FEATURES:
-        raise BundleError(f"{path}: the model's feature order differs from this code's KDD99 schema")
     files: dict[str, str] = manifest["files"]
     for required in (MODEL_FILE, PREPROCESSING_FILE):
         if required not in files:
@@ -147,7 +154,19 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
             problems.append(f"{name} does not match its checksum (altered or truncated)")
     if problems:
         raise BundleError(f"model bundle {path} is corrupt: " + "; ".join(problems))
+    if tuple(manifest["features"]) != read_schema(path, manifest).names:
+        raise BundleError(f"{path}: the manifest's feature order differs from the bundle's record schema")
     return manifest
+
+
+def read_schema(path: Path, manifest: dict[str, Any]) -> RecordSchema:
+    """The bundle's record schema (checksummed like every file); KDD99 for bundles that predate schema files."""
+    if SCHEMA_FILE not in manifest["files"]:
+        return kdd99()
+    try:
+        return RecordSchema.load(path / SCHEMA_FILE)
+    except SchemaError as exc:
+        raise BundleError(str(exc)) from exc
 
 
 def _foreign_objects(node: Any) -> list[str]:
@@ -191,7 +210,7 @@ def load_bundle(path: str | Path) -> Bundle:
     path = Path(path)
     manifest = read_manifest(path)
     try:
-        preprocessor = Preprocessor.load(path / PREPROCESSING_FILE)
+        preprocessor = Preprocessor.load(path / PREPROCESSING_FILE, read_schema(path, manifest))
     except PreprocessingError as exc:
         raise BundleError(str(exc)) from exc
     _check_stock_layers(path / MODEL_FILE)

@@ -16,21 +16,22 @@ from typing import Any
 
 import numpy as np
 
+from core.decision import is_anomalous
+from core.records import Records, read_records
 from training.bundle import Bundle, load_bundle, sha256_file
-from training.kdd99 import KddData, read_kdd
 from training.metrics import detection_rates, headline
 from training.train import Split, split_normal_rows
 
 log = logging.getLogger(__name__)
 
 
-def training_split(bundle: Bundle) -> tuple[KddData, Split] | None:
+def training_split(bundle: Bundle) -> tuple[Records, Split] | None:
     """The training file and its split, if that file is still where training read it, unchanged."""
     info = bundle.manifest.get("training", {})
     path = Path(info.get("data_file", ""))
     if not path.is_file() or sha256_file(path) != bundle.manifest["data_sha256"]:
         return None
-    data = read_kdd(path, limit=info.get("limit"))
+    data = read_records(path, schema=bundle.schema, limit=info.get("limit"))
     return data, split_normal_rows(data, int(info["split"]["seed"]))
 
 
@@ -40,15 +41,16 @@ def evaluate(model_dir: Path, data_path: Path, out: Path, *, baseline: bool = Tr
     bundle = load_bundle(model_dir)
     scorer = bundle.scorer()
     log.info("reading %s", data_path)
-    data = read_kdd(data_path)
+    data = read_records(data_path, schema=bundle.schema)
     if data.labels is None:
-        raise ValueError(f"{data_path} has no labels; evaluation needs a labelled KDD99 or NSL-KDD file")
+        raise ValueError(f"{data_path} has no labels; evaluation needs a labelled file")
     rows = np.arange(len(data))
     excluded = 0
     same_file = sha256_file(data_path) == bundle.manifest["data_sha256"]
     train_info = bundle.manifest["training"]
     if same_file:
-        ref = read_kdd(data_path, limit=train_info.get("limit")) if train_info.get("limit") else data
+        ref = read_records(data_path, schema=bundle.schema, limit=train_info.get("limit")) if train_info.get(
+            "limit") else data
         used = ref.lines[split_normal_rows(ref, int(train_info["split"]["seed"])).training_rows()]
         keep = ~np.isin(data.lines, used)
         excluded = int((~keep).sum())
@@ -57,14 +59,14 @@ def evaluate(model_dir: Path, data_path: Path, out: Path, *, baseline: bool = Tr
 
     feats = data.features.iloc[rows].reset_index(drop=True)
     labels = data.labels.iloc[rows].to_numpy()
-    y = labels != "normal"
+    y = bundle.schema.is_attack(labels)
     families = np.asarray(data.families())[rows]
     log.info("scoring %d rows", len(rows))
     t_score = time.monotonic()
     scores = scorer.score_frame(feats)
     score_seconds = time.monotonic() - t_score
     threshold = bundle.threshold
-    flagged = scores.score > threshold
+    flagged = is_anomalous(scores.score, threshold)
     _, unknown = bundle.preprocessor.encode_categories(feats)
 
     report: dict[str, Any] = {
@@ -77,7 +79,7 @@ def evaluate(model_dir: Path, data_path: Path, out: Path, *, baseline: bool = Tr
         "normal_rows": int((~y).sum()),
         "attack_rows": int(y.sum()),
         "rejected_lines": len(data.rejected),
-        "unknown_categories": dict(zip(("protocol_type", "service", "flag"), (int(u) for u in unknown), strict=True)),
+        "unknown_categories": dict(zip(bundle.schema.categorical, (int(u) for u in unknown), strict=True)),
         **headline(y, scores.score, threshold),
         "detection_rate_by_attack": detection_rates(labels[y], flagged[y]),
         "detection_rate_by_family": detection_rates(families[y], flagged[y]),

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from training.kdd99 import read_kdd
+from core.records import read_records
+from core.schema import RecordSchema
 from training.metrics import top_k_f1
 from training.model import ModelConfig, build_autoencoder
 from training.preprocessing import Preprocessor
@@ -26,13 +27,13 @@ PUBLISHED_F1 = {"DAGMM": 93.8, "GOAD": 98.9}
 
 
 def run(data_path: Path, config: ModelConfig, seeds: int = 5, dedup: bool = True,
-        baseline: bool = True) -> dict[str, Any]:
+        baseline: bool = True, schema: RecordSchema | None = None) -> dict[str, Any]:
     import keras
     from sklearn.ensemble import IsolationForest
 
     from training.scoring import Scorer
 
-    data = read_kdd(data_path)
+    data = read_records(data_path, schema=schema)
     y = data.is_attack
     f1s: list[float] = []
     iso_f1s: list[float] = []
@@ -45,7 +46,7 @@ def run(data_path: Path, config: ModelConfig, seeds: int = 5, dedup: bool = True
         test_attacks = np.array_split(attacks, 2)[1]
         n_val = len(train_normal) // 10
         val, fit = train_normal[:n_val], train_normal[n_val:]
-        prep = Preprocessor.fit(data.features.iloc[fit])
+        prep = Preprocessor.fit(data.features.iloc[fit], data.schema)
         x_fit = prep.transform(data.features.iloc[fit])
         if dedup:
             x_fit = np.unique(x_fit, axis=0)

@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import average_precision_score, confusion_matrix, roc_auc_score
 
+from core.decision import is_anomalous
+
 
 def threshold_at_fpr(normal_scores: np.ndarray, target_fpr: float) -> float:
     """Smallest threshold flagging at most ``target_fpr`` of the given normal rows (rows flag when score > t).
@@ -25,7 +27,7 @@ def threshold_at_fpr(normal_scores: np.ndarray, target_fpr: float) -> float:
 def at_threshold(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, Any]:
     """Confusion matrix and rates when rows with ``score > threshold`` are flagged."""
     y = np.asarray(y_true, dtype=bool)
-    pred = np.asarray(scores) > threshold
+    pred = is_anomalous(scores, threshold)
     tn, fp, fn, tp = (int(v) for v in confusion_matrix(y, pred, labels=[False, True]).ravel())
     recall = tp / (tp + fn) if tp + fn else 0.0
     precision = tp / (tp + fp) if tp + fp else 0.0

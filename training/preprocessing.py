@@ -6,9 +6,9 @@ dictionary lookup, vectorised with pandas; strings have no business on a GPU) an
 :meth:`Preprocessor.transform_tf` does the numeric part in TensorFlow ops, which the detector compiles
 into its scoring function and training calls eagerly on whole arrays.
 
-Numeric features: counts and byte totals are heavy-tailed (src_bytes spans 0 to 7e8), so they pass through
-``log1p`` before min-max scaling; rates and flags are scaled as they are. Scaling uses the min and max of
-the normal training rows only; at serving time values are clipped to ``[clip_low, clip_high]`` so a
+Numeric features the schema marks ``log_scale`` (counts and byte totals: heavy-tailed, src_bytes spans 0
+to 7e8) pass through ``log1p`` before min-max scaling; rates and flags are scaled as they are. Scaling uses
+the min and max of the normal training rows only; at serving time values are clipped to ``[clip_low, clip_high]`` so a
 single absurd field cannot dominate a score. Each categorical gets a one-hot block with one extra slot
 for values never seen in training: new services are data, not errors.
 """
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from training.kdd99 import CATEGORICAL, FEATURES, NUMERIC
+from core.schema import RecordSchema, kdd99
 
 if TYPE_CHECKING:
     import tensorflow as tf
@@ -33,24 +33,16 @@ FORMAT = "kdd-preprocessing"
 VERSION = 1
 UNKNOWN = "<unknown>"
 
-# Counts and byte totals: heavy tails, log-scaled. Rates (``*_rate``) and 0/1 flags are left linear.
-LOG_SCALED: frozenset[str] = frozenset(
-    {
-        "duration", "src_bytes", "dst_bytes", "wrong_fragment", "urgent", "hot", "num_failed_logins",
-        "num_compromised", "num_root", "num_file_creations", "num_shells", "num_access_files",
-        "num_outbound_cmds", "count", "srv_count", "dst_host_count", "dst_host_srv_count", "su_attempted",
-    }
-)
-
-
 class PreprocessingError(ValueError):
     """The preprocessing artifact is missing, malformed, or does not match this code's feature schema."""
 
 
 @dataclasses.dataclass(frozen=True)
 class Preprocessor:
-    """Fitted preprocessing state; plain data so it round-trips through JSON exactly."""
+    """Fitted preprocessing state; plain data so it round-trips through JSON exactly (the schema is saved
+    beside it in the bundle)."""
 
+    schema: RecordSchema
     numeric: tuple[str, ...]
     log_scaled: tuple[bool, ...]
     minimum: tuple[float, ...]
@@ -61,18 +53,21 @@ class Preprocessor:
 
     # ------------------------------------------------------------------------------------- fitting
     @classmethod
-    def fit(cls, features: pd.DataFrame, *, clip_low: float = 0.0, clip_high: float = 1.0) -> Preprocessor:
+    def fit(cls, features: pd.DataFrame, schema: RecordSchema | None = None, *, clip_low: float = 0.0,
+            clip_high: float = 1.0) -> Preprocessor:
         """Fit on normal training rows only: anything else leaks attack statistics into the scaler."""
+        schema = schema or kdd99()
         if len(features) == 0:
             raise PreprocessingError("cannot fit preprocessing on zero rows")
-        log_flags = tuple(name in LOG_SCALED for name in NUMERIC)
-        values = _numeric_matrix(features)
+        log_flags = schema.log_scaled
+        values = _numeric_matrix(features, schema.numeric)
         values = np.where(np.array(log_flags)[None, :], np.log1p(values), values)
         cats = {
-            name: tuple(sorted(str(v) for v in pd.unique(features[name].astype(str)))) for name in CATEGORICAL
+            name: tuple(sorted(str(v) for v in pd.unique(features[name].astype(str)))) for name in schema.categorical
         }
         return cls(
-            numeric=NUMERIC,
+            schema=schema,
+            numeric=schema.numeric,
             log_scaled=log_flags,
             minimum=tuple(float(v) for v in values.min(axis=0)),
             maximum=tuple(float(v) for v in values.max(axis=0)),
@@ -89,7 +84,7 @@ class Preprocessor:
     @property
     def vocab_sizes(self) -> tuple[int, ...]:
         """One-hot width per categorical, including its unknown slot (the last one)."""
-        return tuple(len(self.categories[name]) + 1 for name in CATEGORICAL)
+        return tuple(len(self.categories[name]) + 1 for name in self.schema.categorical)
 
     @property
     def width(self) -> int:
@@ -100,21 +95,22 @@ class Preprocessor:
     def output_names(self) -> tuple[str, ...]:
         """Name of each model input column, for explaining which features a score comes from."""
         names = list(self.numeric)
-        for name in CATEGORICAL:
+        for name in self.schema.categorical:
             names += [f"{name}={v}" for v in self.categories[name]] + [f"{name}={UNKNOWN}"]
         return tuple(names)
 
     # ------------------------------------------------------------------------------------ applying
     def encode_categories(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        """Category ids (``n x 3`` int32) and a per-column count of values that fell in the unknown slot."""
-        return self.encode_category_columns([features[name].to_numpy() for name in CATEGORICAL])
+        """Category ids (``n x categoricals`` int32) and a per-column count of values that fell in the unknown slot."""
+        return self.encode_category_columns([features[name].to_numpy() for name in self.schema.categorical])
 
     def encode_category_columns(self, columns: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """As :meth:`encode_categories`, from one array of strings per categorical feature (a hash lookup)."""
         n = len(columns[0]) if columns else 0
-        ids = np.empty((n, len(CATEGORICAL)), dtype=np.int32)
-        unknown = np.zeros(len(CATEGORICAL), dtype=np.int64)
-        for j, name in enumerate(CATEGORICAL):
+        cats = self.schema.categorical
+        ids = np.empty((n, len(cats)), dtype=np.int32)
+        unknown = np.zeros(len(cats), dtype=np.int64)
+        for j, name in enumerate(cats):
             vocab = self.categories[name]
             codes = self._index(name).get_indexer(np.asarray(columns[j], dtype=object)).astype(np.int32)
             missing = codes < 0
@@ -133,7 +129,7 @@ class Preprocessor:
         return _numeric_matrix(features, self.numeric)
 
     def transform_tf(self, numeric: tf.Tensor, category_ids: tf.Tensor) -> tf.Tensor:
-        """Model input from raw numerics (``n x 38`` float32) and category ids (``n x 3`` int32).
+        """Model input from raw numerics (``n x numeric`` float32) and category ids (``n x categoricals`` int32).
 
         Pure TensorFlow ops with constants baked in, so it compiles into the detector's scoring function.
         """
@@ -162,7 +158,7 @@ class Preprocessor:
         return {
             "format": FORMAT,
             "version": VERSION,
-            "features": list(FEATURES),
+            "features": list(self.schema.names),
             "numeric": list(self.numeric),
             "log_scaled": list(self.log_scaled),
             "minimum": list(self.minimum),
@@ -172,7 +168,9 @@ class Preprocessor:
         }
 
     @classmethod
-    def from_dict(cls, raw: Mapping[str, Any], *, source: str = "preprocessing") -> Preprocessor:
+    def from_dict(cls, raw: Mapping[str, Any], schema: RecordSchema | None = None, *,
+                  source: str = "preprocessing") -> Preprocessor:
+        schema = schema or kdd99()
         if raw.get("format") != FORMAT:
             raise PreprocessingError(f"{source}: not a preprocessing artifact (format={raw.get('format')!r})")
         if raw.get("version") != VERSION:
@@ -180,32 +178,32 @@ class Preprocessor:
                 f"{source}: artifact version {raw.get('version')} but this code reads version {VERSION}; "
                 "retrain the model with this release"
             )
-        if tuple(raw.get("features", ())) != FEATURES or tuple(raw.get("numeric", ())) != NUMERIC:
-            raise PreprocessingError(f"{source}: feature order differs from the KDD99 schema of this code")
+        if tuple(raw.get("features", ())) != schema.names or tuple(raw.get("numeric", ())) != schema.numeric:
+            raise PreprocessingError(f"{source}: feature order differs from the record schema {schema.name!r}")
         try:
-            n = len(NUMERIC)
+            n = len(schema.numeric)
             minimum = tuple(float(v) for v in raw["minimum"])
             maximum = tuple(float(v) for v in raw["maximum"])
             log_scaled = tuple(bool(v) for v in raw["log_scaled"])
             if not (len(minimum) == len(maximum) == len(log_scaled) == n):
                 raise PreprocessingError(f"{source}: expected {n} numeric statistics")
-            cats = {name: tuple(str(v) for v in raw["categories"][name]) for name in CATEGORICAL}
+            cats = {name: tuple(str(v) for v in raw["categories"][name]) for name in schema.categorical}
             clip_low, clip_high = (float(v) for v in raw["clip"])
         except (KeyError, TypeError, ValueError) as exc:
             raise PreprocessingError(f"{source}: malformed artifact ({exc!r})") from exc
-        return cls(NUMERIC, log_scaled, minimum, maximum, cats, clip_low, clip_high)
+        return cls(schema, schema.numeric, log_scaled, minimum, maximum, cats, clip_low, clip_high)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1))
 
     @classmethod
-    def load(cls, path: str | Path) -> Preprocessor:
+    def load(cls, path: str | Path, schema: RecordSchema | None = None) -> Preprocessor:
         try:
             raw = json.loads(Path(path).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise PreprocessingError(f"cannot read preprocessing artifact {path}: {exc}") from exc
-        return cls.from_dict(raw, source=str(path))
+        return cls.from_dict(raw, schema, source=str(path))
 
 
-def _numeric_matrix(features: pd.DataFrame, names: tuple[str, ...] = NUMERIC) -> np.ndarray:
+def _numeric_matrix(features: pd.DataFrame, names: tuple[str, ...]) -> np.ndarray:
     return features.loc[:, list(names)].to_numpy(dtype=np.float64)

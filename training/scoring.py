@@ -1,6 +1,6 @@
 """Anomaly score: mean squared reconstruction error of the preprocessed row, higher is more anomalous.
 
-Scoring is kept apart from deciding (the threshold lives in the bundle and is applied by the caller).
+Scoring is kept apart from deciding (the threshold lives in the bundle; ``core.decision`` applies it).
 The whole path from raw numerics and category ids to score is one ``tf.function`` so that evaluation
 and the detector run literally the same graph, on the GPU when one is present. Batches are padded to
 power-of-two buckets: the function sees a handful of shapes, never one per micro-batch size.
@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from training.kdd99 import CATEGORICAL, FEATURES, NUMERIC
 from training.preprocessing import UNKNOWN, Preprocessor
 
 MIN_BUCKET = 64
@@ -35,7 +34,7 @@ def bucket_size(n: int, max_bucket: int = 1 << 16) -> int:
 @dataclasses.dataclass(frozen=True)
 class Scores:
     score: np.ndarray  # (n,) float32
-    feature_error: np.ndarray  # (n, 41) float32, in FEATURES order
+    feature_error: np.ndarray  # (n, features) float32, in the schema's feature order
     reconstruction: np.ndarray  # (n, width) float32, model output
 
 
@@ -47,6 +46,7 @@ class Scorer:
 
         self.model = model
         self.preprocessor = preprocessor
+        self.schema = preprocessor.schema
         self.max_bucket = max_bucket
         self.group = tf.constant(_feature_groups(preprocessor), dtype=tf.float32)
         self.width = preprocessor.width
@@ -54,8 +54,8 @@ class Scorer:
         self._fn = tf.function(
             self._score_graph,
             input_signature=[
-                tf.TensorSpec([None, len(NUMERIC)], tf.float32, name="numeric"),
-                tf.TensorSpec([None, len(CATEGORICAL)], tf.int32, name="category_ids"),
+                tf.TensorSpec([None, len(self.schema.numeric)], tf.float32, name="numeric"),
+                tf.TensorSpec([None, len(self.schema.categorical)], tf.int32, name="category_ids"),
             ],
         )
 
@@ -69,7 +69,7 @@ class Scorer:
         return tf.reduce_mean(sq, axis=1), tf.matmul(sq, self.group), r
 
     def score_arrays(self, numeric: np.ndarray, category_ids: np.ndarray) -> Scores:
-        """Score rows given raw numerics (n x 38) and category ids (n x 3), padding to bucket sizes."""
+        """Score rows given raw numerics and category ids (schema order), padding to bucket sizes."""
         n = len(numeric)
         scores, feats, recs = [], [], []
         for start in range(0, max(n, 1), self.max_bucket):
@@ -88,7 +88,8 @@ class Scorer:
             recs.append(r.numpy()[:m])
         if not scores:
             empty = np.zeros((0,), np.float32)
-            return Scores(empty, np.zeros((0, len(FEATURES)), np.float32), np.zeros((0, self.width), np.float32))
+            return Scores(empty, np.zeros((0, self.schema.n_features), np.float32),
+                          np.zeros((0, self.width), np.float32))
         return Scores(np.concatenate(scores), np.concatenate(feats), np.concatenate(recs))
 
     def score_frame(self, features: pd.DataFrame) -> Scores:
@@ -108,12 +109,13 @@ class Scorer:
         errors = scores.feature_error[rows]
         order = np.argsort(-errors, axis=1, kind="stable")[:, :top]
         recon = self.reconstructed_values(scores.reconstruction[rows])
-        observed = {name: np.asarray(features[name]) for name in FEATURES}
+        names = self.schema.names
+        observed = {name: np.asarray(features[name]) for name in names}
         out: list[list[dict[str, Any]]] = []
         for r in range(len(rows)):
             items = []
             for j in order[r]:
-                name = FEATURES[j]
+                name = names[j]
                 items.append({"feature": name, "error": float(errors[r, j]), "observed": _plain(observed[name][r]),
                               "reconstructed": _plain(recon[name][r])})
             out.append(items)
@@ -129,7 +131,7 @@ class Scorer:
         x = np.where(np.asarray(p.log_scaled), np.expm1(x), x)
         values: dict[str, np.ndarray] = {name: x[:, j] for j, name in enumerate(p.numeric)}
         offset = p.n_numeric
-        for name, size in zip(CATEGORICAL, p.vocab_sizes, strict=True):
+        for name, size in zip(p.schema.categorical, p.vocab_sizes, strict=True):
             k = np.argmax(reconstruction[:, offset : offset + size], axis=1)
             vocab = np.asarray(list(p.categories[name]) + [UNKNOWN], dtype=object)
             values[name] = vocab[k]
@@ -147,12 +149,13 @@ def _plain(v: Any) -> Any:
 
 
 def _feature_groups(p: Preprocessor) -> np.ndarray:
-    """``width x 41`` 0/1 matrix summing model-input columns into the source feature they came from."""
-    g = np.zeros((p.width, len(FEATURES)), dtype=np.float32)
+    """``width x features`` 0/1 matrix summing model-input columns into the source feature they came from."""
+    names = p.schema.names
+    g = np.zeros((p.width, len(names)), dtype=np.float32)
     for j, name in enumerate(p.numeric):
-        g[j, FEATURES.index(name)] = 1.0
+        g[j, names.index(name)] = 1.0
     offset = p.n_numeric
-    for name, size in zip(CATEGORICAL, p.vocab_sizes, strict=True):
-        g[offset : offset + size, FEATURES.index(name)] = 1.0
+    for name, size in zip(p.schema.categorical, p.vocab_sizes, strict=True):
+        g[offset : offset + size, names.index(name)] = 1.0
         offset += size
     return g / p.width  # so that the per-feature errors sum to the row's score

@@ -20,8 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from core.decision import is_anomalous
+from core.records import Records, read_records
+from core.schema import RecordSchema
 from training.bundle import save_bundle, sha256_file
-from training.kdd99 import KddData, read_kdd
 from training.metrics import threshold_at_fpr
 from training.model import ModelConfig, build_autoencoder
 from training.preprocessing import Preprocessor
@@ -43,7 +45,7 @@ class Split:
         return np.concatenate([self.fit, self.validation, self.calibration])
 
 
-def split_normal_rows(data: KddData, seed: int) -> Split:
+def split_normal_rows(data: Records, seed: int) -> Split:
     """Deterministic split of the normal rows (row positions into ``data``) from the seed alone."""
     normal = np.flatnonzero(~data.is_attack) if data.labels is not None else np.arange(len(data))
     if len(normal) < 100:
@@ -63,6 +65,7 @@ class TrainOptions:
     run_dir: Path | None = None
     dedup: bool = True
     limit: int | None = None
+    schema: RecordSchema | None = None  # default: KDD99
 
 
 class _EpochLog:
@@ -91,7 +94,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
 
     t_start = time.monotonic()
     log.info("reading %s", opts.data)
-    data = read_kdd(opts.data, limit=opts.limit)
+    data = read_records(opts.data, schema=opts.schema, limit=opts.limit)
     data_sha = sha256_file(opts.data)
     split = split_normal_rows(data, opts.model.seed)
     log.info("%d rows, %d normal: fit %d, validation %d, calibration %d, held out %d", len(data),
@@ -99,7 +102,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
              len(split.calibration), len(split.test))
 
     feats = data.features
-    prep = Preprocessor.fit(feats.iloc[split.fit])
+    prep = Preprocessor.fit(feats.iloc[split.fit], data.schema)
     x_fit = prep.transform(feats.iloc[split.fit])
     if opts.dedup:
         before = len(x_fit)
@@ -132,8 +135,8 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     validation = {
         "best_val_loss": float(min(losses["val_loss"])),
         "epochs_run": len(losses["loss"]),
-        "calibration_fpr": float(np.mean(cal_scores > threshold)),
-        "validation_fpr": float(np.mean(val_scores > threshold)),
+        "calibration_fpr": float(np.mean(is_anomalous(cal_scores, threshold))),
+        "validation_fpr": float(np.mean(is_anomalous(val_scores, threshold))),
         "calibration_rows": int(len(split.calibration)),
         "score_quantiles_normal": {
             q: float(np.quantile(cal_scores, float(q))) for q in ("0.5", "0.9", "0.99", "0.999")
@@ -143,6 +146,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         "model": opts.model.to_dict(),
         "target_fpr": opts.target_fpr,
         "dedup": opts.dedup,
+        "schema": data.schema.name,
         "data_file": str(Path(opts.data).resolve()),
         "data_rows": len(data),
         "limit": opts.limit,

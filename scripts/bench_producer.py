@@ -1,6 +1,6 @@
-"""Maximum produce rate of a whole KDD file (default: the 494,021-row 10% file), printed as one JSON line.
+"""Maximum produce rate of a whole record file (default: the 494,021-row 10% file), printed as one JSON line.
 
-``python -m producer.benchmark [--bootstrap-servers B] [--data FILE] [--format csv|json]``. Without
+``python -m scripts.bench_producer [--bootstrap-servers B] [--data FILE] [--format csv|json]``. Without
 ``KAFKA_BOOTSTRAP_SERVERS`` it starts a local single-node broker and stops it afterwards. The rate counts
 delivered records (acks=all, idempotent, lz4) from the first send to the last acknowledgement.
 """
@@ -10,32 +10,28 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
-import uuid
 from pathlib import Path
 
-from producer.kafka_options import ensure_topic
+from core.records import default_data_path
 from producer.replay import Replayer
 from producer.source import SourceOptions
-from training.kdd99 import default_data_path
+from scripts import harness
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m producer.benchmark", description=__doc__)
-    p.add_argument("--bootstrap-servers", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
+    p = argparse.ArgumentParser(prog="python -m scripts.bench_producer", description=__doc__)
+    p.add_argument("--bootstrap-servers", default=None, help="cluster (default: $KAFKA_BOOTSTRAP_SERVERS or local)")
     p.add_argument("--data", type=Path, default=default_data_path())
     p.add_argument("--format", default="csv", choices=["csv", "json"])
     p.add_argument("--partitions", type=int, default=6)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    from deploy.kafka.local_kafka import bootstrap_or_local
-
-    with bootstrap_or_local(args.bootstrap_servers) as bootstrap:
-        topic = f"bench-producer-{uuid.uuid4().hex[:8]}"
-        conf = {"bootstrap.servers": bootstrap}
-        ensure_topic(conf, topic, args.partitions, 1)
-        result = Replayer(conf, topic, SourceOptions(data=args.data, fmt=args.format), rate=0, progress=False).run()
+    with harness.broker(args.bootstrap_servers) as bootstrap:
+        topic = harness.unique("bench-producer")
+        harness.create_topics(bootstrap, (topic, args.partitions))
+        result = Replayer({"bootstrap.servers": bootstrap}, topic, SourceOptions(data=args.data, fmt=args.format),
+                          rate=0, progress=False).run()
     print(json.dumps({"benchmark": "producer_max_rate", "data": str(args.data), "format": args.format,
                       "records": result.delivered, "failed": result.failed, "seconds": round(result.seconds, 2),
                       "records_per_s": round(result.rate)}))

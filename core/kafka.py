@@ -1,62 +1,71 @@
-"""Kafka client settings shared by the producer and the detector: one place for security and pass-through.
+"""Kafka client settings shared by the producer and the detector, and the connection checks both run.
 
-Operators configure a real cluster with a handful of named options (security protocol, SASL, TLS CA)
+Operators configure a real cluster with a handful of named settings (security protocol, SASL, TLS CA)
 and anything else librdkafka accepts through ``-X key=value``. Secrets never reach a log line: the
-effective configuration is printed through :func:`redacted`.
+password is a ``SecretStr`` and the effective configuration is printed through :func:`redacted`.
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import logging
 import time
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ClusterMetadata, NewTopic
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
-from training import cli_env
+from core.settings import Settings, parse_pairs
 
 log = logging.getLogger(__name__)
 
 SECRET_KEYS = ("sasl.password", "ssl.key.password", "ssl.keystore.password", "sasl.oauthbearer.client.secret")
-SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
-SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI")
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"]
 
 
-@dataclasses.dataclass(frozen=True)
-class KafkaOptions:
-    bootstrap_servers: str
-    security_protocol: str = "PLAINTEXT"
-    sasl_mechanism: str | None = None
-    sasl_username: str | None = None
-    sasl_password: str | None = dataclasses.field(default=None, repr=False)
-    ssl_ca_location: str | None = None
-    extra: dict[str, str] = dataclasses.field(default_factory=dict)
-    connect_timeout_s: float = 30.0
+class KafkaSettings(Settings):
+    """How to reach the cluster; every field is ``KAFKA_<NAME>`` in the environment."""
 
-    def __post_init__(self) -> None:
-        if not 1 <= self.connect_timeout_s <= 3600:
-            raise ValueError(f"--connect-timeout-s (KAFKA_CONNECT_TIMEOUT_S) must be 1..3600, got "
-                             f"{self.connect_timeout_s}")
+    model_config = SettingsConfigDict(env_prefix="KAFKA_")
+
+    bootstrap_servers: str = Field("127.0.0.1:9092", min_length=1,
+                                   description="Kafka bootstrap servers, host:port[,host:port]")
+    security_protocol: SecurityProtocol = Field("PLAINTEXT", description="listener security protocol")
+    sasl_mechanism: SaslMechanism | None = Field(None, description="SASL mechanism, e.g. SCRAM-SHA-512")
+    sasl_username: str | None = Field(None, description="SASL user name")
+    sasl_password: SecretStr | None = Field(
+        None, description="SASL password (prefer the environment variable: flags show up in ps)")
+    ssl_ca_location: str | None = Field(None, description="CA certificate file for TLS")
+    connect_timeout_s: float = Field(30.0, ge=1, le=3600, description="give up (exit 3) when no broker answers "
+                                     "within this time; rejected credentials fail at once")
+    extra: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, validation_alias="KAFKA_EXTRA_CONFIG",
+        description="any librdkafka setting, repeatable (environment: k=v,k=v)",
+        json_schema_extra={"flag": "-X", "metavar": "KEY=VALUE"})
+
+    @field_validator("extra", mode="before")
+    @classmethod
+    def _pairs(cls, value: Any) -> dict[str, str]:
+        return parse_pairs(value, "-X")
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
         if not self.bootstrap_servers.strip():
-            raise ValueError("bootstrap servers are empty; pass --bootstrap-servers or set KAFKA_BOOTSTRAP_SERVERS")
-        if self.security_protocol not in SECURITY_PROTOCOLS:
-            raise ValueError(f"security protocol {self.security_protocol!r} is not one of {SECURITY_PROTOCOLS}")
+            raise ValueError(f"bootstrap servers are empty; pass {self.describe('bootstrap_servers')}")
         if self.security_protocol.startswith("SASL"):
-            if self.sasl_mechanism not in SASL_MECHANISMS:
-                raise ValueError(f"--sasl-mechanism must be one of {SASL_MECHANISMS} with {self.security_protocol}")
+            if self.sasl_mechanism is None:
+                raise ValueError(f"{self.describe('sasl_mechanism')} is required with {self.security_protocol}")
             if self.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and not (
                 self.sasl_username and self.sasl_password
             ):
-                raise ValueError(
-                    f"{self.sasl_mechanism} needs --sasl-username and --sasl-password (or KAFKA_SASL_USERNAME "
-                    "and KAFKA_SASL_PASSWORD)"
-                )
+                raise ValueError(f"{self.sasl_mechanism} needs {self.describe('sasl_username')} and "
+                                 f"{self.describe('sasl_password')}")
+        return self
 
     def client_config(self) -> dict[str, Any]:
-        """librdkafka settings: named options first, then ``-X`` pass-through, which wins."""
+        """librdkafka settings: named settings first, then ``-X`` pass-through, which wins."""
         conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers,
                                 "security.protocol": self.security_protocol}
         if self.sasl_mechanism:
@@ -64,7 +73,7 @@ class KafkaOptions:
         if self.sasl_username:
             conf["sasl.username"] = self.sasl_username
         if self.sasl_password:
-            conf["sasl.password"] = self.sasl_password
+            conf["sasl.password"] = self.sasl_password.get_secret_value()
         if self.ssl_ca_location:
             conf["ssl.ca.location"] = self.ssl_ca_location
         conf.update(self.extra)
@@ -73,35 +82,6 @@ class KafkaOptions:
 
 def redacted(conf: dict[str, Any]) -> dict[str, Any]:
     return {k: ("***" if k in SECRET_KEYS or "password" in k or "secret" in k else v) for k, v in conf.items()}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    cli_env.add(parser, "--bootstrap-servers", "KAFKA_BOOTSTRAP_SERVERS", default="127.0.0.1:9092",
-                help="Kafka bootstrap servers, host:port[,host:port]")
-    cli_env.add(parser, "--security-protocol", "KAFKA_SECURITY_PROTOCOL", default="PLAINTEXT",
-                choices=list(SECURITY_PROTOCOLS), help="listener security protocol")
-    cli_env.add(parser, "--sasl-mechanism", "KAFKA_SASL_MECHANISM", help="SASL mechanism, e.g. SCRAM-SHA-512")
-    cli_env.add(parser, "--sasl-username", "KAFKA_SASL_USERNAME", help="SASL user name")
-    cli_env.add(parser, "--sasl-password", "KAFKA_SASL_PASSWORD", secret=True,
-                help="SASL password (prefer the environment variable: flags show up in ps)")
-    cli_env.add(parser, "--ssl-ca-location", "KAFKA_SSL_CA_LOCATION", help="CA certificate file for TLS")
-    cli_env.add(parser, "--connect-timeout-s", "KAFKA_CONNECT_TIMEOUT_S", default=30.0, type=float,
-                help="give up (exit 3) when no broker answers within this time; rejected credentials fail at once")
-    parser.add_argument("-X", dest="kafka_extra", action="append", metavar="KEY=VALUE", default=[],
-                        help="any librdkafka setting, repeatable [env KAFKA_EXTRA_CONFIG as k=v,k=v]")
-
-
-def from_args(args: argparse.Namespace) -> KafkaOptions:
-    return KafkaOptions(
-        bootstrap_servers=args.bootstrap_servers,
-        security_protocol=args.security_protocol,
-        sasl_mechanism=args.sasl_mechanism,
-        sasl_username=args.sasl_username,
-        sasl_password=args.sasl_password,
-        ssl_ca_location=args.ssl_ca_location,
-        extra=cli_env.parse_kv(args.kafka_extra, "KAFKA_EXTRA_CONFIG"),
-        connect_timeout_s=args.connect_timeout_s,
-    )
 
 
 class KafkaConnectError(RuntimeError):
@@ -119,13 +99,15 @@ def explain_auth_error(client_config: dict[str, Any], err: KafkaError) -> str:
     """An operator-facing message for a rejected connection; it names the user, never the password."""
     where = client_config.get("bootstrap.servers")
     if err.code() == KafkaError._SSL:
-        return (f"TLS handshake with Kafka at {where} failed: {err.str()}. Check --ssl-ca-location "
-                "(KAFKA_SSL_CA_LOCATION) and that the broker certificate names the host you connect to.")
+        return (f"TLS handshake with Kafka at {where} failed: {err.str()}. Check "
+                f"{KafkaSettings.describe('ssl_ca_location')} and that the broker certificate names the host you "
+                "connect to.")
     if err.code() in (KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED):
         user = client_config.get("sasl.username")
         return (f"Kafka at {where} rejected the credentials of SASL user {user!r} "
-                f"({client_config.get('sasl.mechanism')}): {err.str()}. Check --sasl-username/--sasl-password "
-                "(KAFKA_SASL_USERNAME/KAFKA_SASL_PASSWORD) and --sasl-mechanism.")
+                f"({client_config.get('sasl.mechanism')}): {err.str()}. Check "
+                f"{KafkaSettings.describe('sasl_username')}, "
+                f"{KafkaSettings.describe('sasl_password')} and {KafkaSettings.describe('sasl_mechanism')}.")
     return (f"Kafka at {where} refused access ({err.name()}): {err.str()}. Grant the principal "
             f"{client_config.get('sasl.username')!r} the ACLs listed in the README.")
 
@@ -159,8 +141,9 @@ def check_connection(client_config: dict[str, Any], timeout_s: float) -> Cluster
             seen = "; ".join(sorted({e.str() for e in errors})[:3]) or str(last)
             raise KafkaConnectError(
                 f"no Kafka broker answered at {client_config.get('bootstrap.servers')} within {timeout_s:.0f}s "
-                f"({seen}). Check --bootstrap-servers (KAFKA_BOOTSTRAP_SERVERS), --security-protocol and that "
-                "the cluster is up; --connect-timeout-s waits longer."
+                f"({seen}). Check {KafkaSettings.describe('bootstrap_servers')}, "
+                f"{KafkaSettings.describe('security_protocol')} and that the cluster is up; "
+                f"{KafkaSettings.describe('connect_timeout_s')} waits longer."
             )
 
 

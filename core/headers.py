@@ -1,0 +1,31 @@
+"""Kafka header names that travel between the apps: the producer sets them, the detector reads and forwards them.
+
+``record_id`` ties an alert or a dead letter back to its source row; ``label`` is the source file's label,
+carried for evaluation only (nothing decides on it); ``model_version`` names the bundle that scored a record.
+Dead letters keep their reason and source coordinates in ``dlq.*`` headers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+RECORD_ID = "record_id"
+LABEL = "label"
+MODEL_VERSION = "model_version"
+DLQ_PREFIX = "dlq."
+DLQ_REASON = "dlq.reason"
+DLQ_DETAIL = "dlq.detail"
+DLQ_SOURCE_TOPIC = "dlq.source.topic"
+DLQ_SOURCE_PARTITION = "dlq.source.partition"
+DLQ_SOURCE_OFFSET = "dlq.source.offset"
+
+
+def header(headers: Sequence[tuple[str, bytes | None]] | None, name: str) -> str | None:
+    """The first value of header ``name`` as text, or None when absent or not UTF-8."""
+    for k, v in headers or ():
+        if k == name and v is not None:
+            try:
+                return v.decode("utf-8")
+            except UnicodeDecodeError:
+                return None
+    return None

@@ -1,0 +1,265 @@
+"""Reading connection-record files (KDD99, NSL-KDD or any schema): valid rows, and why the others are not.
+
+The producer replays these rows and training fits on them; both need the same answer to "is this line a
+record", so the reader lives here, below both. It imports only numpy and pandas: the producer must not
+pay for TensorFlow to read a file.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import gzip
+import io
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.schema import RecordSchema, kdd99
+
+DATA_ENV = "KDD_DATA"
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+_DEFAULT_RELATIVE = Path("..") / "shared" / "data" / "kddcup.data_10_percent.gz"
+
+
+class RecordFormatError(ValueError):
+    """A file or record does not fit its schema; the message names where and what."""
+
+
+def default_data_path() -> Path:
+    """``$KDD_DATA`` if set, else the shared 10% file next to the repository."""
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env)
+    return (_REPO_ROOT / _DEFAULT_RELATIVE).resolve()
+
+
+@dataclasses.dataclass(frozen=True)
+class Rejected:
+    line: int
+    reason: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Records:
+    """Valid rows of one file, with where they came from (``line`` is 1-based, the record id is line-1)."""
+
+    source: str
+    schema: RecordSchema
+    features: pd.DataFrame
+    labels: pd.Series | None
+    lines: np.ndarray
+    raw: pd.Series | None
+    rejected: tuple[Rejected, ...]
+    n_fields: int  # fields per line in this file: features, + label, + trailing fields
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    @property
+    def record_ids(self) -> np.ndarray:
+        """Stable id of a row: its 0-based position in the file, so alerts trace back to a source line."""
+        return self.lines - 1
+
+    @property
+    def is_attack(self) -> np.ndarray:
+        if self.labels is None:
+            raise RecordFormatError(f"{self.source} has no labels; evaluation needs a labelled file")
+        return self.schema.is_attack(self.labels)
+
+    def families(self) -> np.ndarray:
+        if self.labels is None:
+            raise RecordFormatError(f"{self.source} has no labels")
+        return np.array([self.schema.family(label) for label in self.labels], dtype=object)
+
+    def payload(self, line: str) -> str:
+        """The feature fields of a source line: what the producer sends, so the detector never sees labels."""
+        extra = self.n_fields - self.schema.n_features
+        return line.rsplit(",", extra)[0] if extra else line
+
+
+def open_text_lines(path: str | os.PathLike[str]) -> Iterator[bytes]:
+    """Raw lines of a gzip or plain file (by magic bytes, not by name), without line terminators."""
+    p = Path(path)
+    if not p.exists():
+        raise RecordFormatError(
+            f"data file {p} does not exist; pass --data PATH or set {DATA_ENV} to a KDD99 or NSL-KDD file"
+        )
+    if p.is_dir():
+        raise RecordFormatError(f"data path {p} is a directory; pass the file itself")
+    with open(p, "rb") as probe:
+        gz = probe.read(2) == b"\x1f\x8b"
+    opener = gzip.open if gz else open
+    with opener(p, "rb") as fh:  # type: ignore[operator]
+        try:
+            for raw in fh:
+                yield raw.rstrip(b"\r\n")
+        except (OSError, EOFError) as exc:
+            raise RecordFormatError(f"{p}: cannot be read to the end ({exc}); is the file truncated?") from exc
+
+
+def read_records(
+    path: str | os.PathLike[str] | None = None, *, schema: RecordSchema | None = None, limit: int | None = None,
+    strict: bool = True, keep_raw: bool = False,
+) -> Records:
+    """Read a file of ``schema`` records (default KDD99) from any path, labelled or not.
+
+    ``strict`` raises :class:`RecordFormatError` on the first bad line with its line number and reason
+    (what training wants: a bad file must not silently shrink a training set); otherwise bad lines are
+    returned in ``rejected`` (what the producer wants: count them, never send them). ``limit`` counts
+    lines read, so record ids stay file positions. ``keep_raw`` keeps each valid line's text.
+    """
+    path = Path(path) if path is not None else default_data_path()
+    raw_lines: list[bytes] = []
+    for i, line in enumerate(open_text_lines(path)):
+        if limit is not None and i >= limit:
+            break
+        raw_lines.append(line)
+    return parse_lines(raw_lines, source=str(path), schema=schema, strict=strict, keep_raw=keep_raw)
+
+
+def iter_record_chunks(
+    path: str | os.PathLike[str] | None = None, *, schema: RecordSchema | None = None, chunk_lines: int = 100_000,
+    strict: bool = True, keep_raw: bool = False,
+) -> Iterator[Records]:
+    """Read a file in chunks of ``chunk_lines`` lines (constant memory for the 4.9M-row full file).
+
+    The first chunk decides the field count; later chunks are held to it, and line numbers run on.
+    """
+    path = Path(path) if path is not None else default_data_path()
+    buf: list[bytes] = []
+    first = 1
+    n_fields: int | None = None
+    for line in open_text_lines(path):
+        buf.append(line)
+        if len(buf) >= chunk_lines:
+            chunk = parse_lines(buf, source=str(path), schema=schema, strict=strict, keep_raw=keep_raw,
+                                first_line=first, n_fields=n_fields)
+            n_fields = chunk.n_fields
+            first += len(buf)
+            buf = []
+            yield chunk
+    if buf:
+        yield parse_lines(buf, source=str(path), schema=schema, strict=strict, keep_raw=keep_raw, first_line=first,
+                          n_fields=n_fields)
+
+
+def typed_fields(schema: RecordSchema, fields: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+    """Numeric matrix, category arrays and per-row fault (``None`` = good) from an ``n x features`` frame.
+
+    Cells may be text or numbers (JSON records hold both); text that is not a number becomes NaN and
+    the schema's rules name it.
+    """
+    fields = fields.set_axis(list(schema.names), axis=1)
+    numeric = np.empty((len(fields), len(schema.numeric)), dtype=np.float64)
+    for j, name in enumerate(schema.numeric):
+        col = fields[name]
+        if pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
+            numeric[:, j] = col.to_numpy(dtype="float64")
+        else:
+            numeric[:, j] = pd.to_numeric(col.astype("string").str.strip(), errors="coerce").to_numpy(
+                dtype="float64", na_value=np.nan)
+    cats = [fields[name].astype("string").str.strip().fillna("").to_numpy(dtype=object) for name in schema.categorical]
+    return numeric, cats, schema.faults(numeric, cats)
+
+
+def as_frame(schema: RecordSchema, numeric: np.ndarray, cats: Sequence[np.ndarray]) -> pd.DataFrame:
+    """Typed rows as a frame with the schema's named columns, in feature order."""
+    cols: dict[str, np.ndarray] = {name: numeric[:, j] for j, name in enumerate(schema.numeric)}
+    cols.update({name: np.asarray(cats[j], dtype=object) for j, name in enumerate(schema.categorical)})
+    return pd.DataFrame(cols)[list(schema.names)]
+
+
+def parse_lines(
+    raw_lines: Sequence[bytes], *, source: str, schema: RecordSchema | None = None, strict: bool = True,
+    keep_raw: bool = False, first_line: int = 1, n_fields: int | None = None,
+) -> Records:
+    """Validate raw lines; see :func:`read_records`. Trailing blank lines at the end of a file are ignored."""
+    schema = schema or kdd99()
+    n = len(raw_lines)
+    while n and not raw_lines[n - 1].strip():
+        n -= 1
+    lines = list(raw_lines[:n])
+    line_no = np.arange(first_line, first_line + n)
+    reasons = np.full(n, None, dtype=object)
+    text = _decode_all(lines, reasons)
+
+    counts = np.fromiter((t.count(",") + 1 for t in text), dtype=np.int64, count=n)
+    blank = np.fromiter((not t.strip() for t in text), dtype=bool, count=n)
+    reasons[blank & pd.isna(reasons)] = "empty line"
+    if n_fields is None:
+        candidates = counts[pd.isna(reasons)]
+        ok_first = len(candidates) and candidates[0] in schema.field_counts
+        n_fields = int(candidates[0]) if ok_first else schema.n_features + 1
+    for j in np.flatnonzero((counts != n_fields) & pd.isna(reasons)):
+        reasons[j] = f"expected {n_fields} comma-separated fields, found {counts[j]}"
+
+    shaped = np.flatnonzero(pd.isna(reasons))
+    parts = split_fields([text[j] for j in shaped], n_fields, schema)
+    numeric, cats, field_reasons = typed_fields(schema, parts.iloc[:, : schema.n_features])
+    labels: pd.Series | None = None
+    if n_fields > schema.n_features:
+        labels = parts.iloc[:, schema.n_features].fillna("").astype(str).str.strip().str.rstrip(".").str.lower()
+        unset = pd.isna(field_reasons)
+        field_reasons[unset & ~schema.label_ok(labels)] = "missing or malformed label"
+        for k, name in enumerate(schema.label.trailing_fields[: n_fields - schema.n_features - 1]):
+            value = pd.to_numeric(parts.iloc[:, schema.n_features + 1 + k], errors="coerce").to_numpy(dtype=float)
+            field_reasons[pd.isna(field_reasons) & ~np.isfinite(value)] = f"non-numeric {name} (after the label)"
+    reasons[shaped] = field_reasons
+
+    ok = pd.isna(reasons)
+    if strict and not ok.all():
+        j = int(np.flatnonzero(~ok)[0])
+        raise RecordFormatError(f"{source}, line {line_no[j]}: {reasons[j]}")
+    rejected = tuple(Rejected(int(line_no[j]), str(reasons[j])) for j in np.flatnonzero(~ok))
+    keep_in_parts = np.asarray(pd.isna(field_reasons), dtype=bool)
+    keep = shaped[keep_in_parts]
+    return Records(
+        source=source,
+        schema=schema,
+        features=as_frame(schema, numeric[keep_in_parts], [c[keep_in_parts] for c in cats]),
+        labels=None if labels is None else labels.loc[keep_in_parts].reset_index(drop=True),
+        lines=line_no[keep],
+        raw=pd.Series([text[j] for j in keep], dtype=object) if keep_raw else None,
+        rejected=rejected,
+        n_fields=n_fields,
+    )
+
+
+def split_fields(rows: list[str], n_fields: int, schema: RecordSchema) -> pd.DataFrame:
+    """Split rows that all have ``n_fields`` fields; numeric columns come back as float where they parse.
+
+    pandas' C parser with quoting off, so a stray quote cannot swallow the next line. The detector's
+    slow path (a batch holding something that is not a number) uses it too.
+    """
+    if not rows:
+        return pd.DataFrame({i: pd.Series(dtype=object) for i in range(n_fields)})
+    text_cols = {schema.names.index(c): str for c in schema.categorical}
+    text_cols.update({i: str for i in range(schema.n_features, n_fields)})
+    frame = pd.read_csv(
+        io.StringIO("\n".join(rows)), header=None, names=list(range(n_fields)), dtype=text_cols,
+        quoting=csv.QUOTE_NONE, skip_blank_lines=False, keep_default_na=False, na_values=[], engine="c",
+        lineterminator="\n", low_memory=False,
+    )
+    if len(frame) != len(rows):  # cannot happen with quoting off; fail loudly rather than misalign ids
+        raise RecordFormatError(f"internal: CSV parser returned {len(frame)} rows for {len(rows)} lines")
+    return frame
+
+
+def _decode_all(lines: list[bytes], reasons: np.ndarray) -> list[str]:
+    """Decode every line; a line that is not UTF-8 becomes '' with its reason set."""
+    try:
+        return b"\n".join(lines).decode("utf-8").split("\n") if lines else []
+    except UnicodeDecodeError:
+        pass
+    out: list[str] = []
+    for j, b in enumerate(lines):
+        try:
+            out.append(b.decode("utf-8"))
+        except UnicodeDecodeError:
+            reasons[j] = "not valid UTF-8"
+            out.append("")
+    return out

@@ -1,0 +1,236 @@
+"""The commit contract, in one object per delivery guarantee (as quix-streams' ``checkpointing/checkpoint.py``).
+
+At-least-once: a batch's alerts and dead letters are acknowledged by the broker before its input offsets
+are committed, so a crash re-delivers a batch, never loses it. Pipelined: the previous batch's
+acknowledgements arrive while the next one is scored, so at most two batches are in flight.
+Exactly-once: outputs and input offsets go in one Kafka transaction.
+
+When outputs cannot be written, both retry the same batch with backoff and the loop reads nothing more:
+memory stays bounded by one batch, nothing is dropped, and it resumes when the broker does. Counters move
+(``on_done``) only when a batch is committed, so a clean run counts each record once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Protocol
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from detector.delivery import OutputWriter
+from detector.metrics import DetectorMetrics
+from detector.outputs import OutMessage
+from detector.source import FatalError
+
+log = logging.getLogger(__name__)
+
+Done = Callable[[], None]
+
+
+class Checkpoint(Protocol):
+    def commit(self, outputs: list[OutMessage], offsets: list[TopicPartition], on_done: Done) -> tuple[float, float]:
+        """Deliver a batch's outputs and commit its offsets by the contract; returns (produce s, commit s)."""
+
+    def idle(self) -> None:
+        """Input is idle: finish what is in flight so its offsets commit now."""
+
+    def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Partitions are leaving: commit what is finished for them."""
+
+    def close(self) -> None:
+        """Shutdown: finish what can be finished and commit it."""
+
+
+@dataclasses.dataclass
+class _Inflight:
+    """A batch whose outputs were sent but not yet all acknowledged; its offsets commit after they are."""
+
+    outputs: list[OutMessage]
+    offsets: list[TopicPartition]
+    on_done: Done
+    failed: list[OutMessage] = dataclasses.field(default_factory=list)
+    errors: Counter[str] = dataclasses.field(default_factory=Counter)
+
+
+class _Retrying:
+    """Shared by both guarantees: the pause flag, the retry counter and the backoff."""
+
+    def __init__(self, metrics: DetectorMetrics, stop: threading.Event, backoff_max_s: float) -> None:
+        self.metrics = metrics
+        self.stop = stop
+        self.backoff_max_s = backoff_max_s
+
+    def wait(self, backoff: float) -> float | None:
+        """Mark the input paused, sleep ``backoff``; the next backoff, or None when shutting down."""
+        self.metrics.paused.set(1)
+        self.metrics.produce_retries.inc()
+        if self.stop.wait(backoff):
+            return None
+        return min(backoff * 2, self.backoff_max_s)
+
+
+class AtLeastOnce(_Retrying):
+    def __init__(self, consumer: Consumer, producer: Producer, writer: OutputWriter, metrics: DetectorMetrics,
+                 stop: threading.Event, backoff_max_s: float, in_batch: Callable[[], bool],
+                 assigned: Callable[[], set[tuple[str, int]]]) -> None:
+        super().__init__(metrics, stop, backoff_max_s)
+        self.consumer = consumer
+        self.producer = producer
+        self.writer = writer
+        self.in_batch = in_batch
+        self.assigned = assigned
+        self.inflight: _Inflight | None = None
+        self.uncommitted: dict[tuple[str, int], int] = {}
+
+    def commit(self, outputs: list[OutMessage], offsets: list[TopicPartition], on_done: Done) -> tuple[float, float]:
+        t0 = time.perf_counter()
+        self._complete_inflight()
+        t1 = time.perf_counter()
+        self.inflight = self._send(outputs, offsets, on_done)
+        return time.perf_counter() - t1, t1 - t0
+
+    def idle(self) -> None:
+        self._complete_inflight()
+
+    def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Every finished batch is committed here; a batch is never half-done because rebalance callbacks
+        # run inside consume(), between batches.
+        if self.in_batch():
+            return
+        self._complete_inflight()
+        revoked = {(p.topic, p.partition) for p in partitions}
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self.uncommitted.items() if (t, p) in revoked]
+        if offsets:
+            try:
+                consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                log.warning("commit on revocation failed (records will be re-delivered): %s", exc)
+        for key in revoked:
+            self.uncommitted.pop(key, None)
+
+    def close(self) -> None:
+        if not self._complete_inflight() or not self.uncommitted:
+            return
+        assigned = self.assigned()
+        offsets = [TopicPartition(t, p, o) for (t, p), o in self.uncommitted.items() if (t, p) in assigned]
+        if offsets:
+            self._commit(offsets, sync=True)
+
+    def _send(self, outputs: list[OutMessage], offsets: list[TopicPartition], on_done: Done) -> _Inflight:
+        batch = _Inflight(outputs=outputs, offsets=offsets, on_done=on_done)
+
+        def on_delivery(err: KafkaError | None, out: OutMessage) -> None:
+            if err is None:
+                self.writer.acked(out, self.writer.now())
+            else:
+                batch.failed.append(out)
+                batch.errors[err.name()] += 1
+
+        self.writer.produce_all(outputs, on_delivery)
+        self.producer.poll(0)
+        return batch
+
+    def _complete_inflight(self) -> bool:
+        """Wait for the in-flight batch's acknowledgements (retrying failures), then commit its offsets.
+
+        Returns False only when shutting down during an output outage: then nothing is committed and the
+        batch is re-delivered after restart.
+        """
+        batch = self.inflight
+        if batch is None:
+            return True
+        backoff: float | None = 0.1
+        paused = False
+        while True:
+            while self.producer.flush(1.0) > 0:
+                if self.stop.is_set() and paused:
+                    return False
+            if not batch.failed:
+                break
+            paused = True
+            log.warning("%d of %d outputs not delivered (%s); input paused, retrying in %.1fs", len(batch.failed),
+                        len(batch.outputs), dict(batch.errors), backoff)
+            backoff = self.wait(backoff or 0.1)
+            if backoff is None:
+                return False
+            retry = self._send(batch.failed, batch.offsets, batch.on_done)  # its callbacks fill retry.failed
+            batch = dataclasses.replace(batch, failed=retry.failed, errors=retry.errors)
+        if paused:
+            self.metrics.paused.set(0)
+            log.info("outputs delivered again; resuming input")
+        self._commit(batch.offsets)
+        batch.on_done()
+        self.inflight = None
+        return True
+
+    def _commit(self, offsets: list[TopicPartition], *, sync: bool = False) -> None:
+        """Asynchronous on the hot path (a lost async commit only re-delivers records, which at-least-once
+        allows); synchronous on revocation and shutdown."""
+        for tp in offsets:
+            self.uncommitted[(tp.topic, tp.partition)] = tp.offset
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=not sync)
+            if sync:
+                self.uncommitted.clear()
+        except KafkaException as exc:
+            # e.g. the group rebalanced while outputs were retried: the batch is re-delivered elsewhere
+            log.warning("offset commit failed, batch will be re-delivered (at-least-once): %s", exc)
+
+
+class ExactlyOnce(_Retrying):
+    def __init__(self, consumer: Consumer, producer: Producer, writer: OutputWriter, metrics: DetectorMetrics,
+                 stop: threading.Event, backoff_max_s: float) -> None:
+        super().__init__(metrics, stop, backoff_max_s)
+        self.consumer = consumer
+        self.producer = producer
+        self.writer = writer
+        producer.init_transactions(60)
+
+    def commit(self, outputs: list[OutMessage], offsets: list[TopicPartition], on_done: Done) -> tuple[float, float]:
+        t0 = time.perf_counter()
+        if self._transaction(outputs, offsets):
+            on_done()
+        return time.perf_counter() - t0, 0.0
+
+    def idle(self) -> None:
+        return None  # every batch commits inside commit()
+
+    def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        return None  # committed transactions hold the offsets; an open one is never left between batches
+
+    def close(self) -> None:
+        return None
+
+    def _transaction(self, outputs: list[OutMessage], offsets: list[TopicPartition]) -> bool:
+        backoff: float | None = 0.1
+        retried = False
+        while backoff is not None:
+            acked: list[OutMessage] = []
+            try:
+                self.producer.begin_transaction()
+                self.writer.produce_all(outputs, lambda err, out, acked=acked: acked.append(out) if err is None else None)
+                self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
+                self.producer.commit_transaction(60)
+                now = self.writer.now()
+                for out in acked:
+                    self.writer.acked(out, now)
+                if retried:
+                    self.metrics.paused.set(0)
+                return True
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.fatal() or not (err.retriable() or err.txn_requires_abort()):
+                    raise FatalError(f"transaction failed: {err}") from exc
+                log.warning("transaction not committed (%s); aborting and retrying in %.1fs", err, backoff)
+                try:
+                    self.producer.abort_transaction(30)
+                except KafkaException as abort_exc:
+                    log.warning("abort_transaction: %s", abort_exc)
+                retried = True
+                backoff = self.wait(backoff)
+        return False

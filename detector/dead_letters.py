@@ -1,0 +1,28 @@
+"""Dead-letter sink: the original bytes, untouched, with the reason and source coordinates in headers.
+
+Nothing a producer sends is lost: what cannot be parsed is kept where it can be read and replayed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from core import headers as h
+from detector.outputs import OutMessage
+from detector.parsing import Rejection
+
+
+def build_dead_letter(msg: Any, topic: str, reason: str, detail: str) -> OutMessage:
+    headers: list[tuple[str, bytes]] = [
+        (h.DLQ_REASON, reason.encode()),
+        (h.DLQ_DETAIL, detail.encode("utf-8", "replace")[:1000]),
+        (h.DLQ_SOURCE_TOPIC, str(msg.topic()).encode()),
+        (h.DLQ_SOURCE_PARTITION, str(msg.partition()).encode()),
+        (h.DLQ_SOURCE_OFFSET, str(msg.offset()).encode()),
+    ]
+    headers += [(k, v) for k, v in (msg.headers() or []) if v is not None and not k.startswith(h.DLQ_PREFIX)]
+    return OutMessage(topic, msg.key(), msg.value() or b"", headers, "dead_letter", reason=reason)
+
+
+def dead_letters(records: list[Any], rejections: list[Rejection], topic: str) -> list[OutMessage]:
+    return [build_dead_letter(records[r.index], topic, r.code, r.detail) for r in rejections]

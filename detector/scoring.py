@@ -1,0 +1,39 @@
+"""Score stage: category ids, then the bundle's compiled scoring function (preprocessing + model + errors).
+
+Deciding is not done here: the threshold is applied by ``core.decision``, the one place it is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from detector.parsing import ParsedBatch
+from training.bundle import Bundle
+from training.scoring import Scores
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoredBatch:
+    scores: np.ndarray  # (n,) float32, aligned with the parsed rows
+    result: Scores | None  # per-feature errors and reconstructions, for explanations
+    unknown: np.ndarray  # per categorical feature: values never seen in training (scored in the unknown slot)
+
+
+class ScoreStage:
+    def __init__(self, bundle: Bundle) -> None:
+        self.scorer = bundle.scorer()
+        self.schema = bundle.schema
+
+    def warm_up(self) -> None:
+        """Trace the scoring function before declaring readiness, so the first batch is not slow."""
+        self.scorer.score_arrays(np.zeros((1, len(self.schema.numeric)), np.float32),
+                                 np.zeros((1, len(self.schema.categorical)), np.int32))
+
+    def score(self, parsed: ParsedBatch) -> ScoredBatch:
+        if not len(parsed.index):
+            return ScoredBatch(np.zeros(0, np.float32), None, np.zeros(len(self.schema.categorical), np.int64))
+        ids, unknown = self.scorer.preprocessor.encode_category_columns(parsed.categories)
+        result = self.scorer.score_arrays(parsed.numeric.astype(np.float32), ids)
+        return ScoredBatch(result.score, result, unknown)

@@ -1,0 +1,66 @@
+"""Settings of ``python -m detector``, each declared once (see ``core.settings``); Kafka's are ``KafkaSettings``."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
+
+from core.kafka import KafkaSettings
+from core.settings import MODEL_DIR, Settings
+
+
+class DetectorSettings(Settings):
+    """Score connection records from Kafka with a model bundle; publish alerts and dead letters."""
+
+    model_config = SettingsConfigDict(env_prefix="DETECTOR_")
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    input_topic: str = Field("kdd-connections", min_length=1, description="topic to score")
+    alert_topic: str = Field("kdd-alerts", min_length=1, description="topic for alerts")
+    dlq_topic: str | None = Field(None, description="dead-letter topic (default: INPUT.dlq)")
+    model: Path = Field(Path("artifacts/model"), validation_alias=MODEL_DIR, description="model bundle directory")
+    group_id: str = Field("kdd-detector", min_length=1, description="consumer group")
+    batch_size: int = Field(2000, ge=1, le=100_000, description="max records per batch")
+    batch_timeout_ms: int = Field(20, ge=1, le=60_000, description="max wait to fill a batch")
+    metrics_port: int = Field(9108, ge=0, le=65_535,
+                              description="port for /metrics, /healthz, /readyz (0 = any free port)")
+    metrics_host: str = Field("0.0.0.0", description="address to serve metrics on")  # noqa: S104 - scraped from outside
+    exactly_once: bool = Field(False, description="alerts and input offsets in one Kafka transaction "
+                                                  "(default: at-least-once)")
+    max_message_bytes: int = Field(16_384, ge=64, le=10_000_000,
+                                   description="larger input records are dead-lettered as oversized")
+    transactional_id: str | None = Field(
+        None, description="for --exactly-once; a stable per-instance id (e.g. the pod name) lets a restarted "
+                          "instance fence its crashed predecessor at once (default: unique per process)")
+    group_instance_id: str | None = Field(
+        None, description="static group membership: a restarted instance with the same id takes its partitions "
+                          "back without a rebalance or waiting for the session timeout (default: dynamic)")
+    auto_offset_reset: Literal["earliest", "latest"] = Field("earliest", description="where a new group starts")
+    retry_backoff_max_s: float = Field(5.0, gt=0, le=300,
+                                       description="longest wait between retries of undeliverable outputs")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
+
+    @model_validator(mode="after")
+    def _distinct_topics(self) -> DetectorSettings:
+        d = self.describe
+        if self.alert_topic == self.input_topic:
+            raise ValueError(f"{d('alert_topic')} must differ from {d('input_topic')}")
+        if self.dead_letter_topic in (self.input_topic, self.alert_topic):
+            raise ValueError(f"{d('dlq_topic')} must differ from the input and alert topics")
+        if not self.model.is_dir():
+            raise ValueError(f"{d('model')} {self.model} is not a directory; train a bundle with "
+                             "`python -m training train --out DIR`")
+        return self
+
+    @property
+    def dead_letter_topic(self) -> str:
+        return self.dlq_topic or f"{self.input_topic}.dlq"
+
+    @property
+    def effective_transactional_id(self) -> str:
+        return self.transactional_id or f"{self.group_id}-{socket.gethostname()}-{os.getpid()}"

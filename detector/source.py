@@ -1,0 +1,111 @@
+"""Source stage: consume a micro-batch from the input topic, and know which partitions are ours.
+
+Rebalance callbacks run inside ``consume()``, that is between two batches, so a batch is never revoked
+half-done; the checkpoint gets a say first (it commits what is finished for the revoked partitions).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from detector.metrics import DetectorMetrics
+
+log = logging.getLogger(__name__)
+
+
+class FatalError(RuntimeError):
+    """Kafka reported an error the detector cannot recover from by retrying (e.g. fenced, unauthorised)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class InputBatch:
+    """One micro-batch and its per-partition accounting: how many records, and the offsets to commit."""
+
+    records: list[Message]
+    topic: str
+    partitions: np.ndarray  # distinct partitions in the batch
+    counts: np.ndarray  # records per partition, aligned with ``partitions``
+    offsets: list[TopicPartition]  # next offset per partition: what a commit of this batch writes
+
+    @classmethod
+    def of(cls, records: list[Message]) -> InputBatch:
+        partitions = np.fromiter((r.partition() for r in records), dtype=np.int64, count=len(records))
+        offsets = np.fromiter((r.offset() for r in records), dtype=np.int64, count=len(records))
+        topic = records[0].topic()  # one input topic per detector
+        parts, counts = np.unique(partitions, return_counts=True)
+        commit = [TopicPartition(topic, int(p), int(offsets[partitions == p].max()) + 1) for p in parts]
+        return cls(records, topic, parts, counts, commit)
+
+    @property
+    def values(self) -> list[bytes | None]:
+        return [r.value() for r in self.records]
+
+
+class InputSource:
+    """The consumer: subscribe, hand out batches, track assignment for readiness and metrics."""
+
+    def __init__(self, conf: dict[str, Any], topic: str, metrics: DetectorMetrics,
+                 on_revoke: Callable[[Consumer, list[TopicPartition]], None],
+                 on_change: Callable[[], None]) -> None:
+        self.conf = conf
+        self.topic = topic
+        self.metrics = metrics
+        self.revoke_hook = on_revoke
+        self.changed = on_change
+        self.assigned: set[tuple[str, int]] = set()
+        self.consumer: Consumer | None = None
+
+    def open(self) -> Consumer:
+        self.consumer = Consumer(self.conf)
+        self.consumer.subscribe([self.topic], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                on_lost=self._on_revoke)
+        return self.consumer
+
+    def poll(self, max_records: int, timeout_s: float) -> list[Message] | None:
+        """Records of the next batch; ``None`` when the broker sent nothing at all (idle or unreachable)."""
+        if self.consumer is None:
+            raise RuntimeError("InputSource.open() was not called")
+        msgs = self.consumer.consume(num_messages=max_records, timeout=timeout_s)
+        if not msgs:
+            return None
+        records: list[Message] = []
+        for msg in msgs:
+            err = msg.error()
+            if err is None:
+                records.append(msg)
+            elif err.code() == KafkaError._PARTITION_EOF:
+                continue
+            elif err.fatal():
+                raise FatalError(f"consumer: {err}")
+            else:
+                log.warning("consumer error: %s", err)
+        return records
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.assigned |= {(p.topic, p.partition) for p in partitions}
+        self.metrics.assigned.set(len(self.assigned))
+        self.changed()
+        log.info("assigned %s", sorted(p.partition for p in partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.revoke_hook(consumer, partitions)
+        self.assigned -= {(p.topic, p.partition) for p in partitions}
+        for p in partitions:
+            try:
+                self.metrics.lag.remove(p.topic, str(p.partition))
+            except KeyError:
+                pass
+        self.metrics.assigned.set(len(self.assigned))
+        self.changed()
+        log.info("revoked %s", sorted(p.partition for p in partitions))
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            self.consumer.close()  # leaves the group so partitions move at once
+            self.consumer = None

@@ -1,0 +1,40 @@
+"""Settings of ``python -m producer``, each declared once (see ``core.settings``); Kafka's are ``KafkaSettings``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from core.kafka import KafkaSettings
+from core.records import DATA_ENV, default_data_path
+from core.settings import Settings
+
+
+class ProducerSettings(Settings):
+    """Replay a file of connection records onto a Kafka topic."""
+
+    model_config = SettingsConfigDict(env_prefix="PRODUCER_")
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topic: str = Field("kdd-connections", min_length=1, description="topic to write to")
+    data: Path = Field(default_factory=default_data_path, validation_alias=DATA_ENV,
+                       description="data file (gz or plain)")
+    schema_name: str = Field("kdd99", validation_alias="PRODUCER_SCHEMA", json_schema_extra={"flag": "--schema"},
+                             description="record schema of the file: a shipped name (kdd99, nsl_kdd) or a schema file")
+    format: Literal["csv", "json"] = Field(
+        "csv", description="csv: the source line without its label; json: an object with the named fields")
+    rate: float = Field(0.0, ge=0, description="records per second, 0 = unlimited")
+    limit: int | None = Field(None, ge=0, description="stop after N records")
+    shuffle: bool = Field(False, description="replay in a seeded random order (reads the whole file)")
+    seed: int = Field(0, description="seed for --shuffle and sampling")
+    loop: bool = Field(False, description="replay endlessly")
+    anomaly_fraction: float | None = Field(None, ge=0, lt=1,
+                                           description="subsample attack rows to this share of the stream, e.g. 0.01")
+    strict: bool = Field(False, description="a malformed input line is fatal (default: count, skip)")
+    partitions: int = Field(6, ge=1, description="partitions if creating the topic")
+    replication_factor: int = Field(1, ge=1, description="replication factor if creating the topic")
+    metrics_port: int | None = Field(None, ge=0, le=65_535, description="serve Prometheus metrics on this port")
+    progress: bool | None = Field(None, description="progress bar (default: on a terminal only)")

@@ -1,0 +1,146 @@
+"""Detector throughput and latency on this machine; prints one JSON line.
+
+``python -m scripts.bench_detector [--model DIR] [--records N] [--rate R] [--latency-seconds S]``
+
+1. Pre-fills a topic with N (default 1,000,000) replayed records: the 10% file looped, attacks
+   subsampled to 1% of the stream as the lab did (a realistic share; with the raw file's 80% attacks
+   nearly every record would be an alert).
+2. ``raw_consume_rps``: a consumer with the detector's client settings drains it and discards.
+3. ``detector_rps``: the detector (the service's own code, in this process) drains it: parse, score,
+   publish alerts, commit. ``ratio`` = detector / raw.
+4. Latency: the producer CLI offers R (default 10,000) records/s for S seconds while a detector process
+   runs (``--shuffle``: the producer reads the file once, up front, so no parsing competes with pacing);
+   the alert topic uses broker append time, so each alert's latency is its append time minus the input
+   record's timestamp: produce-to-alert, measured outside the detector.
+
+Without KAFKA_BOOTSTRAP_SERVERS a local broker is started and stopped. Without a bundle at --model one
+is trained with the default preset first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from confluent_kafka import Consumer
+
+from core.kafka import KafkaSettings
+from core.records import default_data_path
+from core.settings import MODEL_DIR
+from detector.settings import DetectorSettings
+from producer.replay import Replayer
+from producer.source import SourceOptions
+from scripts import harness
+
+log = logging.getLogger("bench_detector")
+
+
+def prefill(bootstrap: str, topic: str, data: Path, n: int) -> None:
+    source = SourceOptions(data=data, loop=True, limit=n, anomaly_fraction=0.01)
+    res = Replayer({"bootstrap.servers": bootstrap}, topic, source, rate=0.0, progress=False).run()
+    if res.delivered != n:
+        raise RuntimeError(f"pre-fill delivered {res.delivered} of {n}")
+
+
+def raw_consume(settings: DetectorSettings, n: int) -> float:
+    from detector.clients import client_configs
+
+    consumer_conf, _ = client_configs(settings)  # the detector's exact consumer settings
+    consumer = Consumer({**consumer_conf, "group.id": harness.unique("raw")})
+    consumer.subscribe([settings.input_topic])
+    got = 0
+    t0 = None
+    while got < n:
+        msgs = consumer.consume(num_messages=settings.batch_size, timeout=settings.batch_timeout_ms / 1000)
+        if msgs and t0 is None:
+            t0 = time.perf_counter()
+        for m in msgs:
+            if m.error() is None:
+                m.value()
+                got += 1
+    elapsed = time.perf_counter() - (t0 or time.perf_counter())
+    consumer.close()
+    return got / elapsed
+
+
+def detector_drain(settings: DetectorSettings, n: int) -> tuple[float, str]:
+    from detector.service import Detector
+
+    det = Detector(settings)
+    det.start()
+    handled = 0
+    t0 = None
+    try:
+        while handled < n:
+            k = det.step()
+            if k and t0 is None:
+                t0 = time.perf_counter()
+            handled += k
+        elapsed = time.perf_counter() - (t0 or time.perf_counter())
+    finally:
+        det.close()
+    return handled / elapsed, det.device
+
+
+def latency(bootstrap: str, model: Path, data: Path, rate: float, seconds: float) -> dict[str, float]:
+    topic, alerts = harness.unique("bench-lat-in"), harness.unique("bench-lat-alerts")
+    harness.create_topics(bootstrap, (topic, 6), (alerts, 6, {"message.timestamp.type": "LogAppendTime"}))
+    n = int(rate * seconds)
+    with harness.DetectorProcess(bootstrap, topic, alerts, model, "--auto-offset-reset", "latest"):
+        prod = harness.start_replay(bootstrap, topic, data, n, rate, "--loop", "--shuffle", "--anomaly-fraction",
+                                    "0.01", "-X", "linger.ms=5", stdout=-1)
+        offered = harness.replay_summary(prod)["rate_per_s"]
+        lat = harness.alert_latencies(bootstrap, alerts)
+    return {"offered_rps": offered, "alerts": len(lat), "p50_ms": float(np.percentile(lat, 50)),
+            "p99_ms": float(np.percentile(lat, 99)), "max_ms": float(np.max(lat))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m scripts.bench_detector", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bootstrap-servers", default=None, help="cluster (default: $KAFKA_BOOTSTRAP_SERVERS or local)")
+    p.add_argument("--model", type=Path, default=Path(os.environ.get(MODEL_DIR, "artifacts/model")))
+    p.add_argument("--data", type=Path, default=default_data_path())
+    p.add_argument("--records", type=int, default=1_000_000)
+    p.add_argument("--rate", type=float, default=10_000)
+    p.add_argument("--latency-seconds", type=float, default=30)
+    p.add_argument("--partitions", type=int, default=6)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    os.environ.update(harness.QUIET_TF)
+    harness.ensure_bundle(args.model, args.data)
+    with harness.broker(args.bootstrap_servers) as bootstrap:
+        topic = harness.unique("bench-in")
+        harness.create_topics(bootstrap, (topic, args.partitions))
+        log.info("pre-filling %s with %d records", topic, args.records)
+        t0 = time.monotonic()
+        prefill(bootstrap, topic, args.data, args.records)
+        log.info("pre-filled in %.0fs", time.monotonic() - t0)
+        settings = DetectorSettings(kafka=KafkaSettings(bootstrap_servers=bootstrap), input_topic=topic,
+                                    alert_topic=harness.unique("bench-alerts"), model=args.model,
+                                    group_id=harness.unique("bench"), metrics_port=0)
+        raw = raw_consume(settings, args.records)
+        log.info("raw consume: %.0f records/s", raw)
+        rps, device = detector_drain(settings, args.records)
+        log.info("detector: %.0f records/s on %s", rps, device)
+        lat = latency(bootstrap, args.model, args.data, args.rate, args.latency_seconds)
+        log.info("latency at %.0f/s offered: p50 %.1f ms, p99 %.1f ms", lat["offered_rps"], lat["p50_ms"],
+                 lat["p99_ms"])
+    print(json.dumps({
+        "benchmark": "detector", "records": args.records, "detector_rps": round(rps), "raw_consume_rps": round(raw),
+        "ratio": round(rps / raw, 3), "p50_ms": round(lat["p50_ms"], 1), "p99_ms": round(lat["p99_ms"], 1),
+        "latency_offered_rps": lat["offered_rps"], "latency_alerts": lat["alerts"], "device": device,
+        "batch_size": settings.batch_size, "batch_timeout_ms": settings.batch_timeout_ms,
+    }))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
