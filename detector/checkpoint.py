@@ -213,7 +213,8 @@ class ExactlyOnce(_Retrying):
             acked: list[OutMessage] = []
             try:
                 self.producer.begin_transaction()
-                self.writer.produce_all(outputs, lambda err, out, acked=acked: acked.append(out) if err is None else None)
+                self.writer.produce_all(outputs, lambda err, out, acked=acked: (acked.append(out) if err is None
+                                                                                else None))
                 self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
                 self.producer.commit_transaction(60)
                 now = self.writer.now()
