@@ -30,7 +30,7 @@ class RecordFormatError(ValueError):
 
 
 def default_data_path() -> Path:
-    """``$KDD_DATA`` if set, else the shared 10% file next to the repository."""
+    """The path in the data variable (:data:`DATA_ENV`) if set, else the shared 10% file beside the repository."""
     env = os.environ.get(DATA_ENV)
     if env:
         return Path(env)

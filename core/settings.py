@@ -2,7 +2,8 @@
 and the command-line flag and its ``--help`` line are derived from it here.
 
 Why not the library's own CLI source: the services' flag names and environment names differ by design
-(``--model`` is ``MODEL_DIR``, ``--bootstrap-servers`` is ``KAFKA_BOOTSTRAP_SERVERS``), and operators read
+(``--model`` reads the bundle-directory variable that training shares, ``--bootstrap-servers`` a ``KAFKA_``
+one), and operators read
 the environment name in ``--help``. So pydantic-settings reads the environment and validates; argparse only
 collects the flags that were given, which override the environment (init arguments win in
 pydantic-settings). A validation error becomes :class:`SettingsError` naming the flag and the variable.
@@ -10,7 +11,7 @@ pydantic-settings). A validation error becomes :class:`SettingsError` naming the
 Declaring a field::
 
     batch_size: int = Field(2000, ge=1, le=100_000, description="max records per batch")
-    model: Path = Field(Path("artifacts/model"), validation_alias=MODEL_DIR, description="bundle directory")
+    data: Path = Field(default_factory=default_data_path, validation_alias=DATA_ENV, description="data file")
 
 The environment variable is the class's ``env_prefix`` + the upper-cased name unless ``validation_alias``
 names it; ``json_schema_extra`` may set ``flag`` (e.g. ``-X``) or ``secret``.

@@ -1,7 +1,7 @@
 """The demo: a local Kafka broker, a model (trained if absent), a replay, the detector, alerts on screen.
 
-Environment: KAFKA_BOOTSTRAP_SERVERS (use a running cluster instead of a local broker), MODEL_DIR
-(default artifacts/model), KDD_DATA, DEMO_RATE (records/s, default 2000), DEMO_LIMIT (records, default
+Environment: the services' own (a running cluster instead of a local broker, the bundle directory, the
+data file; see their ``--help``), and DEMO_RATE (records/s, default 2000), DEMO_LIMIT (records, default
 30000), DEMO_ANOMALY_FRACTION (default 0.01), DEMO_METRICS_PORT (the detector's, default 9108).
 """
 

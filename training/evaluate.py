@@ -44,19 +44,9 @@ def evaluate(model_dir: Path, data_path: Path, out: Path, *, baseline: bool = Tr
     data = read_records(data_path, schema=bundle.schema)
     if data.labels is None:
         raise ValueError(f"{data_path} has no labels; evaluation needs a labelled file")
-    rows = np.arange(len(data))
-    excluded = 0
     same_file = sha256_file(data_path) == bundle.manifest["data_sha256"]
-    train_info = bundle.manifest["training"]
-    if same_file:
-        ref = read_records(data_path, schema=bundle.schema, limit=train_info.get("limit")) if train_info.get(
-            "limit") else data
-        used = ref.lines[split_normal_rows(ref, int(train_info["split"]["seed"])).training_rows()]
-        keep = ~np.isin(data.lines, used)
-        excluded = int((~keep).sum())
-        rows = rows[keep]
-        log.info("this is the training file: %d rows used in training are excluded", excluded)
-
+    rows = _heldout_rows(bundle, data, data_path) if same_file else np.arange(len(data))
+    excluded = len(data) - len(rows)
     feats = data.features.iloc[rows].reset_index(drop=True)
     labels = data.labels.iloc[rows].to_numpy()
     y = bundle.schema.is_attack(labels)
@@ -86,18 +76,7 @@ def evaluate(model_dir: Path, data_path: Path, out: Path, *, baseline: bool = Tr
         "score_rows_per_second": round(len(rows) / score_seconds, 1) if score_seconds else None,
         "baselines": {},
     }
-    baseline_scores = None
-    if baseline:
-        found = _isolation_forest(bundle, feats, seed)
-        if found is None:
-            report["baselines"]["isolation_forest"] = {"skipped": "training file not found or changed"}
-        else:
-            baseline_scores, iso_threshold = found
-            report["baselines"]["isolation_forest"] = {
-                **headline(y, baseline_scores, iso_threshold),
-                "fitted_on": "the autoencoder's fit rows, in the same preprocessed space",
-                "threshold_rule": "same target FPR on the same calibration rows as the autoencoder",
-            }
+    baseline_scores = _baseline(report, bundle, feats, y, seed) if baseline else None
     out.mkdir(parents=True, exist_ok=True)
     if scores_out is not None:
         import pandas as pd
@@ -115,6 +94,31 @@ def evaluate(model_dir: Path, data_path: Path, out: Path, *, baseline: bool = Tr
     log.info("report written to %s: ROC-AUC %.5f, recall %.4f at FPR %.4f", out / "report.json",
              report["roc_auc"] or float("nan"), report["recall_at_threshold"], report["fpr_at_threshold"])
     return report
+
+
+def _heldout_rows(bundle: Bundle, data: Records, data_path: Path) -> np.ndarray:
+    """Positions of the rows that did not train, stop or calibrate the bundle (evaluating its own file)."""
+    train_info = bundle.manifest["training"]
+    limit = train_info.get("limit")
+    ref = read_records(data_path, schema=bundle.schema, limit=limit) if limit else data
+    used = ref.lines[split_normal_rows(ref, int(train_info["split"]["seed"])).training_rows()]
+    keep = ~np.isin(data.lines, used)
+    log.info("this is the training file: %d rows used in training are excluded", int((~keep).sum()))
+    return np.flatnonzero(keep)
+
+
+def _baseline(report: dict[str, Any], bundle: Bundle, feats: Any, y: np.ndarray, seed: int) -> np.ndarray | None:
+    found = _isolation_forest(bundle, feats, seed)
+    if found is None:
+        report["baselines"]["isolation_forest"] = {"skipped": "training file not found or changed"}
+        return None
+    baseline_scores, iso_threshold = found
+    report["baselines"]["isolation_forest"] = {
+        **headline(y, baseline_scores, iso_threshold),
+        "fitted_on": "the autoencoder's fit rows, in the same preprocessed space",
+        "threshold_rule": "same target FPR on the same calibration rows as the autoencoder",
+    }
+    return baseline_scores
 
 
 def _isolation_forest(bundle: Bundle, feats: Any, seed: int) -> tuple[np.ndarray, float] | None:

@@ -27,6 +27,7 @@ from training.bundle import save_bundle, sha256_file
 from training.metrics import threshold_at_fpr
 from training.model import ModelConfig, build_autoencoder
 from training.preprocessing import Preprocessor
+from training.scoring import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -88,10 +89,28 @@ class _EpochLog:
         return EpochLog()
 
 
-def train(opts: TrainOptions) -> dict[str, Any]:
-    """Train, calibrate and write the bundle; returns a summary (also logged)."""
+def _fit(opts: TrainOptions, prep: Preprocessor, x_fit: np.ndarray, x_val: np.ndarray) -> tuple[Any, Any, float]:
+    """The autoencoder fitted to reconstruct the fit rows; early stopping on the validation rows."""
     import keras
 
+    keras.utils.set_random_seed(opts.model.seed)
+    model = build_autoencoder(prep.width, opts.model)
+    callbacks: list[Any] = [_EpochLog(opts.model.epochs)]
+    if opts.model.patience > 0:
+        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=opts.model.patience,
+                                                       restore_best_weights=True))
+    if opts.run_dir is not None:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(opts.run_dir / "tensorboard"), write_graph=True))
+    t_fit = time.monotonic()
+    history = model.fit(
+        x_fit, x_fit, batch_size=opts.model.batch_size, epochs=opts.model.epochs, shuffle=True,
+        validation_data=(x_val, x_val), callbacks=callbacks, verbose=0,
+    )
+    return model, history, time.monotonic() - t_fit
+
+
+def train(opts: TrainOptions) -> dict[str, Any]:
+    """Train, calibrate and write the bundle; returns a summary (also logged)."""
     t_start = time.monotonic()
     log.info("reading %s", opts.data)
     data = read_records(opts.data, schema=opts.schema, limit=opts.limit)
@@ -109,23 +128,7 @@ def train(opts: TrainOptions) -> dict[str, Any]:
         x_fit = np.unique(x_fit, axis=0)
         log.info("de-duplicated fit rows: %d -> %d", before, len(x_fit))
     x_val = prep.transform(feats.iloc[split.validation])
-
-    keras.utils.set_random_seed(opts.model.seed)
-    model = build_autoencoder(prep.width, opts.model)
-    callbacks: list[Any] = [_EpochLog(opts.model.epochs)]
-    if opts.model.patience > 0:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=opts.model.patience,
-                                                       restore_best_weights=True))
-    if opts.run_dir is not None:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=str(opts.run_dir / "tensorboard"), write_graph=True))
-    t_fit = time.monotonic()
-    history = model.fit(
-        x_fit, x_fit, batch_size=opts.model.batch_size, epochs=opts.model.epochs, shuffle=True,
-        validation_data=(x_val, x_val), callbacks=callbacks, verbose=0,
-    )
-    fit_seconds = time.monotonic() - t_fit
-
-    from training.scoring import Scorer
+    model, history, fit_seconds = _fit(opts, prep, x_fit, x_val)
 
     scorer = Scorer(model, prep)
     cal_scores = scorer.score_frame(feats.iloc[split.calibration]).score
