@@ -8,6 +8,7 @@ password is a ``SecretStr`` and the effective configuration is printed through :
 from __future__ import annotations
 
 import logging
+import os
 import time
 from typing import Annotated, Any, Literal
 
@@ -48,6 +49,9 @@ class KafkaSettings(Settings):
     @field_validator("extra", mode="before")
     @classmethod
     def _pairs(cls, value: Any) -> dict[str, str]:
+        """``-X`` flags (a list) add to the environment's pairs rather than replace them."""
+        if isinstance(value, list):
+            return {**parse_pairs(os.environ.get(cls.env_name("extra")), "-X"), **parse_pairs(value, "-X")}
         return parse_pairs(value, "-X")
 
     @model_validator(mode="after")
