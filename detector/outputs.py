@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
-from typing import Any
-
-SCHEMA_PATH = Path(__file__).with_name("schemas") / "alert.schema.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,8 +14,3 @@ class OutMessage:
     kind: str  # "alert" or "dead_letter"
     reason: str | None = None
     event_ts_ms: int | None = None  # the input record's timestamp: produce-to-alert latency starts there
-
-
-def load_schema() -> dict[str, Any]:
-    """The alert document's JSON Schema (``detector/schemas/alert.schema.json``)."""
-    return json.loads(SCHEMA_PATH.read_text())

@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from core.records import as_frame, split_fields, typed_fields
+from core.records import split_fields, typed_fields
 from core.schema import RecordSchema
 
 # Bounded reason codes: metric label values and the ``dlq.reason`` header.
@@ -63,11 +63,6 @@ class ParsedBatch:
         cols: dict[str, np.ndarray] = {name: self.numeric[rows, j] for j, name in enumerate(self.schema.numeric)}
         cols.update({name: self.categories[j][rows] for j, name in enumerate(self.schema.categorical)})
         return cols
-
-    def frame(self, rows: np.ndarray | None = None) -> pd.DataFrame:
-        """The rows (all, or the given positions) as a typed frame with the schema's named columns."""
-        take = slice(None) if rows is None else rows
-        return as_frame(self.schema, self.numeric[take], [c[take] for c in self.categories])
 
 
 _Part = tuple[np.ndarray, list[np.ndarray], np.ndarray, list[Rejection]]

@@ -8,6 +8,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core.records import as_frame
 from core.schema import kdd99
 from detector import parsing
 
@@ -31,7 +32,7 @@ def test_good_csv_and_json_parse_to_the_same_row() -> None:
     obj = dict(zip(FEATURES, GOOD.split(","), strict=True))
     batch = accounted([GOOD.encode(), json.dumps(obj).encode()])
     assert batch.rejections == []
-    frame = batch.frame()
+    frame = as_frame(batch.schema, batch.numeric, batch.categories)
     a, b = frame.iloc[0], frame.iloc[1]
     assert a["src_bytes"] == b["src_bytes"] == 181.0 and a["service"] == b["service"] == "http"
 

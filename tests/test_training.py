@@ -63,3 +63,12 @@ def test_lab_preset_is_the_lab_network(preset: str) -> None:
     model = build_autoencoder(120, cfg)
     dense = [layer.units for layer in model.layers if layer.__class__.__name__ == "Dense"]
     assert dense == [96, 64, 48, 16, 4, 16, 48, 64, 96, 120]
+
+
+def test_preset_choices_match_the_presets() -> None:
+    import typing
+
+    from training.model import PRESETS
+    from training.settings import Preset
+
+    assert set(typing.get_args(Preset)) == set(PRESETS)

@@ -1,4 +1,4 @@
-"""Evaluation: score a labelled KDD-format file with a bundle and write ``report.json`` and plots.
+"""Evaluation: score a labelled file (the bundle's schema) with a bundle and write ``report.json`` and plots.
 
 When the file is the bundle's own training file (same sha256), the rows that trained, stopped or
 calibrated the model are excluded, so the report is always about traffic the model has not seen.
