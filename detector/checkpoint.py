@@ -65,10 +65,13 @@ class _Retrying:
         self.stop = stop
         self.backoff_max_s = backoff_max_s
 
-    def wait(self, backoff: float) -> float | None:
-        """Mark the input paused, sleep ``backoff``; the next backoff, or None when shutting down."""
+    def retrying(self) -> None:
+        """Outputs failed: input is paused until they go through, and the retry is counted (before any wait)."""
         self.metrics.paused.set(1)
         self.metrics.produce_retries.inc()
+
+    def wait(self, backoff: float) -> float | None:
+        """Sleep ``backoff``; the next backoff, or None when shutting down."""
         if self.stop.wait(backoff):
             return None
         return min(backoff * 2, self.backoff_max_s)
@@ -153,6 +156,7 @@ class AtLeastOnce(_Retrying):
             if not batch.failed:
                 break
             paused = True
+            self.retrying()
             log.warning("%d of %d outputs not delivered (%s); input paused, retrying in %.1fs", len(batch.failed),
                         len(batch.outputs), dict(batch.errors), backoff)
             backoff = self.wait(backoff or 0.1)
@@ -228,6 +232,7 @@ class ExactlyOnce(_Retrying):
                 if err.fatal() or not (err.retriable() or err.txn_requires_abort()):
                     raise FatalError(f"transaction failed: {err}") from exc
                 log.warning("transaction not committed (%s); aborting and retrying in %.1fs", err, backoff)
+                self.retrying()
                 try:
                     self.producer.abort_transaction(30)
                 except KafkaException as abort_exc:
