@@ -63,6 +63,10 @@ class DetectorMetrics:
                                       "Score quantiles of held-out normal rows at training time (drift baseline)",
                                       ["quantile"], registry=r)
         self._lifecycle(r)
+        for reason in ("bundle", "pointer"):  # series exist before the first refusal: rate() and alerts see 0
+            self.model_load_failures.labels(reason=reason)
+        for outcome in ("both", "live_only", "shadow_only"):
+            self.shadow_agreement.labels(outcome=outcome)
         self.threshold.set(threshold)
         for stage in STAGES:
             self.stage.labels(stage=stage)
