@@ -30,8 +30,9 @@ def _iso(ms: int | None) -> str | None:
 
 
 class AlertBuilder:
-    def __init__(self, topic: str, threshold: float, model_version: str, scorer: Scorer) -> None:
+    def __init__(self, topic: str, threshold: float, model_version: str, scorer: Scorer, kind: str = "alert") -> None:
         self.topic = topic
+        self.kind = kind  # "shadow_alert" for a candidate's: counted apart from the live alerts
         self.threshold = threshold
         self.model_version = model_version
         self.scorer = scorer
@@ -75,5 +76,5 @@ class AlertBuilder:
             out_headers.append((h.RECORD_ID, record_id.encode()))
         if label is not None:
             out_headers.append((h.LABEL, label.encode()))
-        return OutMessage(self.topic, key, json.dumps(doc, separators=(",", ":")).encode(), out_headers, "alert",
+        return OutMessage(self.topic, key, json.dumps(doc, separators=(",", ":")).encode(), out_headers, self.kind,
                           event_ts_ms=ts if ts_type else None)

@@ -62,12 +62,42 @@ class DetectorMetrics:
         self.validation_score = Gauge("detector_model_validation_score",
                                       "Score quantiles of held-out normal rows at training time (drift baseline)",
                                       ["quantile"], registry=r)
+        self._lifecycle(r)
+        for reason in ("bundle", "pointer"):  # series exist before the first refusal: rate() and alerts see 0
+            self.model_load_failures.labels(reason=reason)
+        for outcome in ("both", "live_only", "shadow_only"):
+            self.shadow_agreement.labels(outcome=outcome)
         self.threshold.set(threshold)
         for stage in STAGES:
             self.stage.labels(stage=stage)
 
+    def _lifecycle(self, r: CollectorRegistry) -> None:
+        """Model swaps, shadow scoring and drift."""
+        self.model_swaps = Counter("detector_model_swaps_total", "Times a new model was swapped in without a restart",
+                                   registry=r)
+        self.model_load_failures = Counter("detector_model_load_failures_total",
+                                           "Model bundles refused (the model in force went on)", ["reason"],
+                                           registry=r)
+        self.shadow_model = Info("detector_shadow_model", "The candidate scored in shadow (--shadow-model)", registry=r)
+        self.shadow_alerts = Counter("detector_shadow_alerts_total", "Records the candidate would have alerted on",
+                                     registry=r)
+        self.shadow_agreement = Counter("detector_shadow_decisions_total",
+                                        "Alerting decisions of the live model and the candidate, by agreement",
+                                        ["outcome"], registry=r)
+        self.shadow_rank_correlation = Gauge("detector_shadow_rank_correlation",
+                                             "Spearman correlation of live and candidate scores over the window",
+                                             registry=r)
+        self.feature_psi = Gauge("detector_feature_drift_psi",
+                                 "Population stability index of the recent window against the training profile",
+                                 ["feature"], registry=r)
+        self.unknown_share = Gauge("detector_unknown_category_ratio",
+                                   "Share of the recent window's values never seen in training", ["feature"],
+                                   registry=r)
+        self.drift_window = Gauge("detector_drift_window_records", "Records in the drift window", registry=r)
+
     def describe_model(self, manifest: dict[str, Any]) -> None:
         """Model identity and its validation baseline, from the bundle manifest."""
+        self.threshold.set(float(manifest["threshold"]))
         self.model.info({"version": str(manifest["version"]), "threshold": repr(float(manifest["threshold"])),
                          "created": str(manifest.get("created", ""))})
         created = manifest.get("created")

@@ -11,6 +11,6 @@ class OutMessage:
     key: bytes | None
     value: bytes
     headers: list[tuple[str, bytes]]
-    kind: str  # "alert" or "dead_letter"
+    kind: str  # "alert", "shadow_alert" or "dead_letter"
     reason: str | None = None
     event_ts_ms: int | None = None  # the input record's timestamp: produce-to-alert latency starts there

@@ -19,6 +19,7 @@ class ScoredBatch:
     scores: np.ndarray  # (n,) float32, aligned with the parsed rows
     result: Scores | None  # per-feature errors and reconstructions, for explanations
     unknown: np.ndarray  # per categorical feature: values never seen in training (scored in the unknown slot)
+    category_ids: np.ndarray  # (n, categoricals) int32: the slot of each value, the unknown slot last
 
 
 class ScoreStage:
@@ -33,7 +34,8 @@ class ScoreStage:
 
     def score(self, parsed: ParsedBatch) -> ScoredBatch:
         if not len(parsed.index):
-            return ScoredBatch(np.zeros(0, np.float32), None, np.zeros(len(self.schema.categorical), np.int64))
+            k = len(self.schema.categorical)
+            return ScoredBatch(np.zeros(0, np.float32), None, np.zeros(k, np.int64), np.zeros((0, k), np.int32))
         ids, unknown = self.scorer.preprocessor.encode_category_columns(parsed.categories)
         result = self.scorer.score_arrays(parsed.numeric.astype(np.float32), ids)
-        return ScoredBatch(result.score, result, unknown)
+        return ScoredBatch(result.score, result, unknown, ids)

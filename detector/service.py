@@ -3,6 +3,10 @@
     source (consume) -> parse -> score -> decide (core.decision) -> sinks (alerts, dead letters)
                                                                    -> checkpoint (commit contract)
 
+The model in force (``LiveModel``) is swapped between two batches when the model store's pointer moves
+(``ModelWatcher`` verifies the new bundle on its own thread first); each alert names the version that
+scored it.
+
 Batches are processed synchronously between ``consume()`` calls, so a rebalance (whose callbacks run
 inside ``consume()``) never interrupts a half-done batch. The stages know nothing of each other; this
 module is the only one that knows the order.
@@ -20,18 +24,21 @@ from confluent_kafka.admin import ClusterMetadata
 
 from core.decision import flagged_rows
 from core.kafka import check_connection, ensure_topic, redacted
-from detector.alerts import AlertBuilder
 from detector.checkpoint import AtLeastOnce, Checkpoint, ExactlyOnce
 from detector.clients import AuthWatch, client_configs
 from detector.dead_letters import dead_letters
 from detector.delivery import OutputWriter
+from detector.drift import DriftMonitor
 from detector.health import HealthServer
+from detector.live_model import LiveModel, load_live
 from detector.metrics import DetectorMetrics, observe_many
+from detector.model_watch import ModelWatcher
 from detector.parsing import ParsedBatch, Parser
-from detector.scoring import ScoredBatch, ScoreStage
+from detector.scoring import ScoredBatch
 from detector.settings import DetectorSettings
+from detector.shadow import Shadow, ShadowBatch
 from detector.source import InputBatch, InputSource
-from training.bundle import Bundle, load_bundle
+from training import store
 
 log = logging.getLogger(__name__)
 
@@ -44,17 +51,21 @@ def scoring_device() -> str:
 
 
 class Detector:
-    def __init__(self, settings: DetectorSettings, bundle: Bundle | None = None) -> None:
+    def __init__(self, settings: DetectorSettings) -> None:
         self.settings = settings
-        self.bundle = bundle or load_bundle(settings.model)
-        self.threshold = self.bundle.threshold
-        self.version = self.bundle.version
-        self.parser = Parser(self.bundle.schema, settings.max_message_bytes)
-        self.scoring = ScoreStage(self.bundle)
-        self.alerts = AlertBuilder(settings.alert_topic, self.threshold, self.version, self.scoring.scorer)
-        self.metrics = DetectorMetrics(self.threshold)
+        self.live: LiveModel = load_live(store.resolve(settings.model), settings.alert_topic)
+        self.schema = self.live.bundle.schema
+        self.parser = Parser(self.schema, settings.max_message_bytes)
+        self.metrics = DetectorMetrics(self.live.threshold)
         self.device = scoring_device()
-        self.metrics.describe_model(self.bundle.manifest)
+        self.metrics.describe_model(self.live.bundle.manifest)
+        self.shadow = (Shadow(load_live(settings.shadow_model, settings.alert_topic, self.schema), self.metrics,
+                              topic=settings.shadow_topic) if settings.shadow_model is not None else None)
+        self.drift = self._drift_monitor(self.live)
+        self.watcher: ModelWatcher | None = None
+        if settings.model_poll_s > 0 and store.is_store(settings.model):
+            self.watcher = ModelWatcher(settings.model, self.live.path, settings.alert_topic, self.schema,
+                                        settings.model_poll_s, self.metrics)
         self.metrics.device.info({"device": self.device})
         self.stop_event = threading.Event()
         self.auth = AuthWatch(settings.kafka.client_config(), settings.kafka.connect_timeout_s)
@@ -70,7 +81,7 @@ class Detector:
             return False, "model loading"
         if self.source is None or not self.source.assigned:
             return False, "no partitions assigned"
-        return True, f"ready: model {self.version}, {len(self.source.assigned)} partition(s)"
+        return True, f"ready: model {self.live.version}, {len(self.source.assigned)} partition(s)"
 
     # ------------------------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -96,10 +107,11 @@ class Detector:
         else:
             self.checkpoint = AtLeastOnce(consumer, self.producer, writer, self.metrics, self.stop_event,
                                           s.retry_backoff_max_s, lambda: self.in_batch, lambda: self.source_assigned)
-        self.scoring.warm_up()
-        self.warmed = True
+        self.warmed = True  # load_live traced the scoring function
         self._update_ready()
-        log.info("model %s (threshold %.6g) ready on %s", self.version, self.threshold, self.device)
+        if self.watcher is not None:
+            self.watcher.start()
+        log.info("model %s (threshold %.6g) ready on %s", self.live.version, self.live.threshold, self.device)
 
     @property
     def source_assigned(self) -> set[tuple[str, int]]:
@@ -118,7 +130,8 @@ class Detector:
         partitions = len(src.partitions) if src is not None and src.error is None else 1
         if src is None or src.error is not None:
             log.warning("input topic %s does not exist yet; waiting for it", self.settings.input_topic)
-        for topic in (self.settings.alert_topic, self.settings.dead_letter_topic):
+        shadow = (self.settings.shadow_topic,) if self.settings.shadow_topic else ()
+        for topic in (self.settings.alert_topic, self.settings.dead_letter_topic, *shadow):
             ensure_topic(admin_conf, topic, partitions, min(3, brokers), metadata=md)
 
     def run(self) -> None:
@@ -131,6 +144,8 @@ class Detector:
             self.close()
 
     def close(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop_event.set()
         if self.source is not None:
             try:
                 if self.checkpoint is not None:
@@ -158,6 +173,7 @@ class Detector:
             self.auth.check()
         else:
             self.auth.progress()
+        self._swap_model()
         if not records:
             self.checkpoint.idle()  # input is idle: finish the previous batch so its offsets commit now
             return 0
@@ -168,22 +184,50 @@ class Detector:
             self.in_batch = False
         return len(records)
 
+    def _drift_monitor(self, live: LiveModel) -> DriftMonitor | None:
+        profile = live.bundle.profile()
+        if profile is None:
+            log.warning("bundle %s has no training profile (made before profiles): no drift statistics",
+                        live.version)
+            return None
+        return DriftMonitor(profile, self.schema, self.metrics, self.settings.drift_window,
+                            self.settings.drift_sample_every)
+
+    def _swap_model(self) -> None:
+        """Between two batches: put a verified new model in force (the previous batch was scored by the old)."""
+        new = self.watcher.take() if self.watcher is not None else None
+        if new is None:
+            return
+        old, self.live = self.live, new
+        self.metrics.describe_model(new.bundle.manifest)
+        self.metrics.model_swaps.inc()
+        self.drift = self._drift_monitor(new)  # drift is measured against the model in force
+        log.info("model %s (threshold %.6g) in force, replacing %s; no restart", new.version, new.threshold,
+                 old.version)
+
     def _process(self, batch: InputBatch, t0: float, t_poll: float) -> None:
         assert self.checkpoint is not None
+        live = self.live
         parsed = self.parser.parse_safe(batch.values)
         t_parse = time.perf_counter()
-        scored = self.scoring.score(parsed)
-        flagged = flagged_rows(scored.scores, self.threshold)
-        outputs = self.alerts.build(batch.records, parsed, scored, flagged)
+        scored = live.scoring.score(parsed)
+        flagged = flagged_rows(scored.scores, live.threshold)
+        if self.drift is not None:
+            self.drift.observe(parsed.numeric, scored.category_ids)
+        outputs = live.alerts.build(batch.records, parsed, scored, flagged)
         outputs += dead_letters(batch.records, parsed.rejections, self.settings.dead_letter_topic)
+        shadow = self.shadow.score(batch.records, parsed, scored, live.threshold) if self.shadow else None
+        if shadow is not None:
+            outputs += shadow.outputs
         t_score = time.perf_counter()
         produce_s, commit_s = self.checkpoint.commit(outputs, batch.offsets,
-                                                     lambda: self._account(batch, parsed, scored))
+                                                     lambda: self._account(batch, parsed, scored, shadow))
         for stage, seconds in (("poll", t_poll - t0), ("parse", t_parse - t_poll), ("score", t_score - t_parse),
                                ("produce", produce_s), ("commit", commit_s)):
             self.metrics.stage.labels(stage=stage).observe(seconds)
 
-    def _account(self, batch: InputBatch, parsed: ParsedBatch, scored: ScoredBatch) -> None:
+    def _account(self, batch: InputBatch, parsed: ParsedBatch, scored: ScoredBatch, shadow: ShadowBatch | None
+                 ) -> None:
         """Counters move when the batch is committed, so a clean run counts each record once."""
         m = self.metrics
         for p, n in zip(batch.partitions, batch.counts, strict=True):
@@ -192,10 +236,12 @@ class Detector:
         observe_many(m.score, scored.scores)
         for code, n in Counter(r.code for r in parsed.rejections).items():
             m.dead_lettered.labels(reason=code).inc(n)
-        for name, count in zip(self.bundle.schema.categorical, scored.unknown, strict=True):
+        for name, count in zip(self.schema.categorical, scored.unknown, strict=True):
             if count:
                 m.unknown_categories.labels(feature=name).inc(int(count))
         m.batch_size.observe(len(batch.records))
+        if shadow is not None and self.shadow is not None:
+            self.shadow.account(shadow)
 
 
 def _on_commit(err: object, _partitions: list[TopicPartition]) -> None:

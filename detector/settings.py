@@ -23,7 +23,16 @@ class DetectorSettings(Settings):
     input_topic: str = Field("kdd-connections", min_length=1, description="topic to score")
     alert_topic: str = Field("kdd-alerts", min_length=1, description="topic for alerts")
     dlq_topic: str | None = Field(None, description="dead-letter topic (default: INPUT.dlq)")
-    model: Path = Field(Path("artifacts/model"), validation_alias=MODEL_DIR, description="model bundle directory")
+    model: Path = Field(Path("artifacts/model"), validation_alias=MODEL_DIR,
+                        description="a model bundle, or a model store whose 'current' pointer is followed")
+    model_poll_s: float = Field(2.0, ge=0, le=3600, description="how often to check the store's pointer (0 = never)")
+    shadow_model: Path | None = Field(None, description="a candidate bundle to score every batch with too "
+                                                        "(agreement with the live model in /metrics)")
+    shadow_topic: str | None = Field(None, description="also publish the candidate's alerts here (never on the "
+                                                       "alert topic)")
+    drift_window: int = Field(50_000, ge=1000, le=10_000_000,
+                              description="records in the sliding window that drift statistics compare")
+    drift_sample_every: int = Field(1, ge=1, le=1000, description="feed every N-th scored record to drift")
     group_id: str = Field("kdd-detector", min_length=1, description="consumer group")
     batch_size: int = Field(2000, ge=1, le=100_000, description="max records per batch")
     batch_timeout_ms: int = Field(20, ge=1, le=60_000, description="max wait to fill a batch")
@@ -52,6 +61,10 @@ class DetectorSettings(Settings):
             raise ValueError(f"{d('alert_topic')} must differ from {d('input_topic')}")
         if self.dead_letter_topic in (self.input_topic, self.alert_topic):
             raise ValueError(f"{d('dlq_topic')} must differ from the input and alert topics")
+        if self.shadow_topic in (self.input_topic, self.alert_topic, self.dead_letter_topic):
+            raise ValueError(f"{d('shadow_topic')} must differ from the input, alert and dead-letter topics")
+        if self.shadow_topic and self.shadow_model is None:
+            raise ValueError(f"{d('shadow_topic')} needs {d('shadow_model')}")
         if not self.model.is_dir():
             raise ValueError(f"{d('model')} {self.model} is not a directory; train a bundle with "
                              "`python -m training train --out DIR`")

@@ -9,14 +9,17 @@ import os
 import sys
 
 from core import settings as cli
+from core.kafka import KafkaConnectError
 from core.records import RecordFormatError
 from core.schema import RecordSchema, SchemaError
 from core.settings import SettingsError
-from training.settings import BenchmarkSettings, EvaluateSettings, TrainSettings
+from training import store
+from training.settings import BenchmarkSettings, EvaluateSettings, StoreSettings, TrainSettings
 
 log = logging.getLogger("training")
 COMMANDS: dict[str, type[cli.Settings]] = {"train": TrainSettings, "evaluate": EvaluateSettings,
-                                           "benchmark": BenchmarkSettings}
+                                           "benchmark": BenchmarkSettings, "promote": StoreSettings,
+                                           "rollback": StoreSettings, "models": StoreSettings}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,10 +38,37 @@ def _train(s: TrainSettings) -> None:
     config = ModelConfig.from_preset(s.preset, epochs=s.epochs, batch_size=s.batch_size,
                                      learning_rate=s.learning_rate, latent=s.latent, widths=s.widths,
                                      dropout=s.dropout, seed=s.seed)
-    run_dir = s.run_dir or s.out.parent / "runs" / s.out.name
-    summary = train(TrainOptions(data=s.data, out=s.out, model=config, target_fpr=s.target_fpr, run_dir=run_dir,
-                                 dedup=s.dedup, limit=s.limit, schema=RecordSchema.load(s.schema_name)))
+    out = s.store / f".new-{os.getpid()}" if s.store is not None else s.out
+    run_dir = s.run_dir or out.parent / "runs" / out.name
+    schema = RecordSchema.load(s.schema_name)
+    stream = None
+    if s.from_topic:
+        from training.from_topic import TopicWindow, read_training_rows
+
+        stream = read_training_rows(s.kafka, TopicWindow(s.from_topic, s.records, s.since), schema,
+                                    alert_topic=s.alert_topic or None, exclude_attack_labels=s.exclude_attack_labels)
+    summary = train(TrainOptions(data=s.data, out=out, model=config, target_fpr=s.target_fpr, run_dir=run_dir,
+                                 dedup=s.dedup, limit=s.limit, schema=schema), stream)
+    if s.store is not None:
+        summary["bundle"] = str(store.add(s.store, out))
+        log.info("bundle added to the store as %s (not promoted)", summary["bundle"])
     print(json.dumps(summary))
+
+
+def _store(command: str, s: StoreSettings) -> None:
+    if command == "rollback":
+        previous, now = store.rollback(s.store)
+    elif command == "promote" and s.version:
+        previous, now = store.promote(s.store, s.version)
+    elif command == "promote":
+        raise store.StoreError(f"promote needs {StoreSettings.describe('version')}")
+    else:
+        print(json.dumps({"store": str(s.store), "current": store.current_version(s.store),
+                          "versions": store.versions(s.store)}))
+        return
+    log.info("%s: current now %s (was %s); detectors following the store swap within their poll period",
+             s.store, now, previous)
+    print(json.dumps({"store": str(s.store), "current": now, "previous": previous}))
 
 
 def _evaluate(s: EvaluateSettings) -> None:
@@ -67,10 +97,16 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         settings = cli.from_namespace(COMMANDS[args.command], args)
-        {"train": _train, "evaluate": _evaluate, "benchmark": _benchmark}[args.command](settings)
-    except (SettingsError, RecordFormatError, SchemaError, BundleError, ValueError) as exc:
+        if args.command in ("promote", "rollback", "models"):
+            _store(args.command, settings)
+        else:
+            {"train": _train, "evaluate": _evaluate, "benchmark": _benchmark}[args.command](settings)
+    except (SettingsError, RecordFormatError, SchemaError, BundleError, ValueError, OSError) as exc:
         log.error("%s", exc)
         return 2
+    except KafkaConnectError as exc:
+        log.error("%s", exc)
+        return 3
     return 0
 
 

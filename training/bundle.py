@@ -6,6 +6,7 @@ Layout::
       model.keras          Keras model, stock layers only (loaded with safe_mode=True)
       preprocessing.json   fitted preprocessing (training.preprocessing)
       schema.json          the record schema the model was trained on (core.schema); the detector parses with it
+      profile.json         the fit rows' distribution per feature (training.profile): the drift baseline
       bundle.json          manifest: version id, threshold, training config, data checksum, validation
                            metrics, library versions, and the sha256 of every other file
 
@@ -66,6 +67,14 @@ class Bundle:
     @property
     def threshold(self) -> float:
         return float(self.manifest["threshold"])
+
+    def profile(self) -> Any:
+        """The training distribution per feature (``training.profile``), or None for bundles made before it."""
+        from training.profile import PROFILE_FILE, FeatureProfile
+
+        if PROFILE_FILE not in self.manifest["files"]:
+            return None
+        return FeatureProfile.from_dict(json.loads((self.path / PROFILE_FILE).read_text()))
 
     def scorer(self) -> Any:
         from training.scoring import Scorer

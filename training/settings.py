@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from core.kafka import KafkaSettings
 from core.records import DATA_ENV, default_data_path
 from core.settings import MODEL_DIR, Settings
 
@@ -24,7 +26,17 @@ class TrainSettings(Settings):
     schema_name: str = Field("kdd99", validation_alias="TRAIN_SCHEMA", json_schema_extra={"flag": "--schema"},
                              description="record schema: a shipped name (kdd99, nsl_kdd) or a schema file")
     out: Path = Field(Path("artifacts/model"), validation_alias=MODEL_DIR, description="bundle directory")
+    store: Path | None = Field(None, description="write the bundle into this model store under its version "
+                                                 "instead of --out (not promoted: shadow it, then promote)")
     preset: Preset = Field("default", description="model preset")
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    from_topic: str | None = Field(None, description="train on recent records of this Kafka topic instead of --data")
+    records: int | None = Field(None, ge=100, description="with --from-topic: the last N records (all partitions)")
+    since: dt.datetime | None = Field(None, description="with --from-topic: records since this time (ISO 8601)")
+    alert_topic: str | None = Field("kdd-alerts", description="with --from-topic: leave out records the live model "
+                                                               "alerted on (read from this topic; empty = keep them)")
+    exclude_attack_labels: bool = Field(False, description="with --from-topic: also leave out records whose label "
+                                                           "header names an attack")
     run_dir: Path | None = Field(None, description="where TensorBoard logs go (default: OUT/../runs/<bundle name>)")
     target_fpr: float = Field(0.01, gt=0, lt=1,
                               description="false-positive rate on held-out normal rows that sets the threshold")
@@ -44,6 +56,16 @@ class TrainSettings(Settings):
         if isinstance(value, str):
             return tuple(int(w) for w in value.split(",") if w.strip())
         return value
+
+
+class StoreSettings(Settings):
+    """Point a model store's 'current' at a version (promote), back at the previous one (rollback), or list it."""
+
+    model_config = SettingsConfigDict(env_prefix="STORE_")
+
+    store: Path = Field(Path("artifacts/models"), description="model store directory")
+    version: str | None = Field(None, description="the version to promote (a directory name in the store, or its "
+                                                  "path); omit to list")
 
 
 class EvaluateSettings(Settings):

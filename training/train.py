@@ -27,6 +27,7 @@ from training.bundle import save_bundle, sha256_file
 from training.metrics import threshold_at_fpr
 from training.model import ModelConfig, build_autoencoder
 from training.preprocessing import Preprocessor
+from training.profile import PROFILE_FILE, FeatureProfile
 from training.scoring import Scorer
 
 log = logging.getLogger(__name__)
@@ -109,12 +110,53 @@ def _fit(opts: TrainOptions, prep: Preprocessor, x_fit: np.ndarray, x_val: np.nd
     return model, history, time.monotonic() - t_fit
 
 
-def train(opts: TrainOptions) -> dict[str, Any]:
-    """Train, calibrate and write the bundle; returns a summary (also logged)."""
+def _training_info(opts: TrainOptions, data: Records, split: Split, fit_rows: int, fit_seconds: float,
+                   source: dict[str, Any] | None) -> dict[str, Any]:
+    """How the bundle was made, for its manifest: enough to redo the split and to trace the data."""
+    return {
+        "model": opts.model.to_dict(),
+        "target_fpr": opts.target_fpr,
+        "dedup": opts.dedup,
+        "schema": data.schema.name,
+        "data_file": data.source if source else str(Path(opts.data).resolve()),
+        "stream": source,
+        "data_rows": len(data),
+        "limit": opts.limit,
+        "split": {"seed": opts.model.seed, "fractions": SPLIT_FRACTIONS,
+                  "rows": {k: int(len(v)) for k, v in dataclasses.asdict(split).items()}},
+        "fit_rows_after_dedup": fit_rows,
+        "fit_seconds": round(fit_seconds, 1),
+    }
+
+
+def _calibrate(opts: TrainOptions, scorer: Scorer, feats: Any, split: Split, losses: dict[str, list[float]]
+               ) -> tuple[float, dict[str, Any]]:
+    """The threshold at the target false-positive rate on the calibration rows, and what to record of it."""
+    cal_scores = scorer.score_frame(feats.iloc[split.calibration]).score
+    threshold = threshold_at_fpr(cal_scores, opts.target_fpr)
+    val_scores = scorer.score_frame(feats.iloc[split.validation]).score
+    return threshold, {
+        "best_val_loss": float(min(losses["val_loss"])),
+        "epochs_run": len(losses["loss"]),
+        "calibration_fpr": float(np.mean(is_anomalous(cal_scores, threshold))),
+        "validation_fpr": float(np.mean(is_anomalous(val_scores, threshold))),
+        "calibration_rows": int(len(split.calibration)),
+        "score_quantiles_normal": {
+            q: float(np.quantile(cal_scores, float(q))) for q in ("0.5", "0.9", "0.99", "0.999")
+        },
+    }
+
+
+def train(opts: TrainOptions, stream: tuple[Records, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Train, calibrate and write the bundle; returns a summary (also logged).
+
+    The rows come from ``opts.data``, or from ``stream`` (rows read from Kafka and the report of the read).
+    """
     t_start = time.monotonic()
-    log.info("reading %s", opts.data)
-    data = read_records(opts.data, schema=opts.schema, limit=opts.limit)
-    data_sha = sha256_file(opts.data)
+    if stream is None:
+        log.info("reading %s", opts.data)
+    data = stream[0] if stream else read_records(opts.data, schema=opts.schema, limit=opts.limit)
+    data_sha = stream[1]["payload_sha256"] if stream else sha256_file(opts.data)
     split = split_normal_rows(data, opts.model.seed)
     log.info("%d rows, %d normal: fit %d, validation %d, calibration %d, held out %d", len(data),
              sum(len(p) for p in dataclasses.astuple(split)), len(split.fit), len(split.validation),
@@ -130,41 +172,17 @@ def train(opts: TrainOptions) -> dict[str, Any]:
     x_val = prep.transform(feats.iloc[split.validation])
     model, history, fit_seconds = _fit(opts, prep, x_fit, x_val)
 
-    scorer = Scorer(model, prep)
-    cal_scores = scorer.score_frame(feats.iloc[split.calibration]).score
-    threshold = threshold_at_fpr(cal_scores, opts.target_fpr)
-    val_scores = scorer.score_frame(feats.iloc[split.validation]).score
     losses = {k: [float(v) for v in vals] for k, vals in history.history.items()}
-    validation = {
-        "best_val_loss": float(min(losses["val_loss"])),
-        "epochs_run": len(losses["loss"]),
-        "calibration_fpr": float(np.mean(is_anomalous(cal_scores, threshold))),
-        "validation_fpr": float(np.mean(is_anomalous(val_scores, threshold))),
-        "calibration_rows": int(len(split.calibration)),
-        "score_quantiles_normal": {
-            q: float(np.quantile(cal_scores, float(q))) for q in ("0.5", "0.9", "0.99", "0.999")
-        },
-    }
-    training_info = {
-        "model": opts.model.to_dict(),
-        "target_fpr": opts.target_fpr,
-        "dedup": opts.dedup,
-        "schema": data.schema.name,
-        "data_file": str(Path(opts.data).resolve()),
-        "data_rows": len(data),
-        "limit": opts.limit,
-        "split": {"seed": opts.model.seed, "fractions": SPLIT_FRACTIONS,
-                  "rows": {k: int(len(v)) for k, v in dataclasses.asdict(split).items()}},
-        "fit_rows_after_dedup": int(len(x_fit)),
-        "fit_seconds": round(fit_seconds, 1),
-    }
+    threshold, validation = _calibrate(opts, Scorer(model, prep), feats, split, losses)
+    training_info = _training_info(opts, data, split, len(x_fit), fit_seconds, stream[1] if stream else None)
+    profile = FeatureProfile.fit(data.schema, feats.iloc[split.fit], dict(prep.categories))
     out = save_bundle(
         opts.out, model=model, preprocessor=prep, threshold=threshold, training=training_info,
         data_sha256=data_sha, validation=validation,
-        extra_files={"history.json": json.dumps(losses)},
+        extra_files={"history.json": json.dumps(losses), PROFILE_FILE: profile.to_json()},
     )
     summary = {"bundle": str(out), "threshold": threshold, **validation, "fit_seconds": round(fit_seconds, 1),
-               "total_seconds": round(time.monotonic() - t_start, 1)}
+               "total_seconds": round(time.monotonic() - t_start, 1), **({"stream": stream[1]} if stream else {})}
     log.info("bundle written to %s: threshold %.6g, calibration FPR %.4f, fit %.1fs, total %.1fs", out,
              threshold, validation["calibration_fpr"], fit_seconds, summary["total_seconds"])
     return summary
