@@ -41,10 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     from detector.service import Detector
     from detector.source import FatalError
     from training.bundle import BundleError
+    from training.store import StoreError
 
     try:
         detector = Detector(settings)
-    except BundleError as exc:
+    except (BundleError, StoreError) as exc:
         log.error("%s", exc)
         return 2
 

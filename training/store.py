@@ -43,8 +43,8 @@ def resolve(path: Path) -> Path:
         return path
     pointer = path / CURRENT
     if not pointer.exists():
-        raise StoreError(f"{path} is neither a model bundle nor a model store with a '{CURRENT}' pointer; "
-                         "train one with `python -m training train --out DIR` or promote a version")
+        raise StoreError(f"{path} has no {MANIFEST} and no '{CURRENT}' pointer: it is neither a model bundle nor a "
+                         "model store; train one with `python -m training train --out DIR`, or promote a version")
     return pointer.resolve()
 
 
