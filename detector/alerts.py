@@ -48,11 +48,15 @@ class AlertBuilder:
         reasons = self.scorer.explain(scored.result, flagged, parsed.columns(flagged))
         now_ms = int(time.time() * 1000)
         ranks = self.ranker(scored.scores[flagged]).tolist() if self.ranker is not None else [None] * len(flagged)
-        return [self.alert(records[int(parsed.index[j])], float(scored.scores[j]), reasons[k], now_ms, ranks[k])
-                for k, j in enumerate(flagged)]
+        cats = [dict(zip(parsed.schema.categorical, values, strict=True))
+                for values in zip(*(c[flagged].tolist() for c in parsed.categories), strict=True)]
+        if not parsed.categories:
+            cats = [{} for _ in flagged]
+        return [self.alert(records[int(parsed.index[j])], float(scored.scores[j]), reasons[k], now_ms, ranks[k],
+                           cats[k]) for k, j in enumerate(flagged)]
 
     def alert(self, msg: Any, score: float, top_features: list[dict[str, Any]], now_ms: int,
-              normal_rank: float | None = None) -> OutMessage:
+              normal_rank: float | None = None, categories: dict[str, str] | None = None) -> OutMessage:
         ts_type, ts = msg.timestamp()
         in_headers = msg.headers()
         key = msg.key()
@@ -75,6 +79,7 @@ class AlertBuilder:
             "normal_rank": normal_rank,
             "model_version": self.model_version,
             "label": label,
+            "categories": categories or {},
             "top_features": top_features,
         }
         out_headers = [(h.MODEL_VERSION, self.model_version.encode())]

@@ -25,6 +25,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import ClusterMetadata
 
 from core.decision import flagged_rows
+from core.health import HealthServer
 from core.kafka import check_connection, ensure_topic, redacted
 from detector.checkpoint import AtLeastOnce, Checkpoint, ExactlyOnce
 from detector.clients import AuthWatch, client_configs
@@ -32,7 +33,6 @@ from detector.dead_letters import dead_letters
 from detector.delivery import OutputWriter
 from detector.drift import DriftMonitor
 from detector.evaluation import LabelTally
-from detector.health import HealthServer
 from detector.live_model import LiveModel, load_live
 from detector.metrics import DetectorMetrics, observe_many
 from detector.model_watch import ModelWatcher
