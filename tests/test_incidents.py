@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,12 +30,12 @@ def alert(i: int, t_ms: int, service: str, top: tuple[str, str], severity: float
             "top_features": [{"feature": top[0]}, {"feature": top[1]}, {"feature": "count"}]}
 
 
-def synthetic(n: int, seed: int = 1) -> list[dict[str, Any]]:
+def synthetic(n: int, seed: int = 1, t0: int = T0) -> list[dict[str, Any]]:
     """A flood (http, severe, steady), a trickle of mild false alerts (smtp), and bursts with quiet gaps."""
     rng = random.Random(seed)
     out = []
     for i in range(n):
-        t = T0 + i * 20  # 50 alerts per second of event time
+        t = t0 + i * 20  # 50 alerts per second of event time
         r = rng.random()
         if r < 0.7:
             out.append(alert(i, t, "http", ("src_bytes", "count"), rng.uniform(20, 60), "smurf."))
@@ -107,7 +108,8 @@ def test_incidents_are_exact_across_sigkill(kafka_bootstrap: str, make_topic: To
 def test_feedback_mutes_the_benign_kind_but_not_a_flood(kafka_bootstrap: str, make_topic: TopicFactory,
                                                          tmp_path: Path) -> None:
     alerts = make_topic("inc-fb", 1)
-    first = synthetic(5_000)
+    t0 = int(time.time() * 1000) - 600_000  # verdicts last from now on: these alerts happened in the last minutes
+    first = synthetic(5_000, t0=t0)
     produce(kafka_bootstrap, alerts, first)
     with IncidentProcess(kafka_bootstrap, alerts, "--gap-s", "3600", log_path=tmp_path / "i.log") as svc:
         wait_until(lambda: svc.total("incidents_alerts_total") >= len(first), 120, "the first alerts filed")
@@ -119,7 +121,7 @@ def test_feedback_mutes_the_benign_kind_but_not_a_flood(kafka_bootstrap: str, ma
                                "--analyst", "test"], capture_output=True, text=True, cwd=REPO, timeout=120)
         assert proc.returncode == 0, proc.stderr[-2000:]
         wait_until(lambda: svc.total("incidents_suppression_rules") == 1, 60, "the verdict applied")
-        t = T0 + 5_000 * 20
+        t = t0 + 5_000 * 20
         later = [alert(100_000 + i, t + i * 20, "smtp", ("dst_bytes", "num_root"), 1.2 + i / 1000, "normal.")
                  for i in range(300)]  # the benign kind, no more severe than before: muted
         later += [alert(200_000 + i, t + i * 20, "smtp", ("dst_bytes", "hot"), 25.0, "neptune.")

@@ -76,4 +76,3 @@ def test_evaluate_takes_the_same_target_fpr(small_bundle: Path, kdd_path: Path, 
     assert wide["target_fpr"] == 0.05 and own["target_fpr"] is None
     assert wide["fpr_at_threshold"] > own["fpr_at_threshold"] and wide["recall_at_threshold"] >= own[
         "recall_at_threshold"]
-    assert wide["fpr_at_threshold"] == pytest.approx(0.05, abs=0.02)  # held-out normal rows, not the calibration
