@@ -152,7 +152,7 @@ def check_connection(client_config: dict[str, Any], timeout_s: float) -> Cluster
 
 
 def ensure_topic(client_config: dict[str, Any], topic: str, partitions: int, replication: int,
-                 metadata: ClusterMetadata | None = None) -> None:
+                 metadata: ClusterMetadata | None = None, config: dict[str, str] | None = None) -> None:
     """Create ``topic`` when missing; an existing topic is used as it is.
 
     ``metadata`` (e.g. what :func:`check_connection` returned) saves listing the cluster again at start-up.
@@ -161,8 +161,8 @@ def ensure_topic(client_config: dict[str, Any], topic: str, partitions: int, rep
     md = metadata if metadata is not None else admin.list_topics(timeout=30)
     if topic in md.topics and md.topics[topic].error is None:
         return
-    fut = admin.create_topics([NewTopic(topic, num_partitions=partitions, replication_factor=replication)],
-                              operation_timeout=30)[topic]
+    new = NewTopic(topic, num_partitions=partitions, replication_factor=replication, config=config or {})
+    fut = admin.create_topics([new], operation_timeout=30)[topic]
     try:
         fut.result(timeout=60)
         log.info("created topic %s (%d partitions, replication %d)", topic, partitions, replication)

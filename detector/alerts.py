@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -30,8 +31,10 @@ def _iso(ms: int | None) -> str | None:
 
 
 class AlertBuilder:
-    def __init__(self, topic: str, threshold: float, model_version: str, scorer: Scorer, kind: str = "alert") -> None:
+    def __init__(self, topic: str, threshold: float, model_version: str, scorer: Scorer, kind: str = "alert",
+                 ranker: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.topic = topic
+        self.ranker = ranker  # score -> share of normal calibration rows below it
         self.kind = kind  # "shadow_alert" for a candidate's: counted apart from the live alerts
         self.threshold = threshold
         self.model_version = model_version
@@ -44,10 +47,16 @@ class AlertBuilder:
             return []
         reasons = self.scorer.explain(scored.result, flagged, parsed.columns(flagged))
         now_ms = int(time.time() * 1000)
-        return [self.alert(records[int(parsed.index[j])], float(scored.scores[j]), reasons[k], now_ms)
-                for k, j in enumerate(flagged)]
+        ranks = self.ranker(scored.scores[flagged]).tolist() if self.ranker is not None else [None] * len(flagged)
+        cats = [dict(zip(parsed.schema.categorical, values, strict=True))
+                for values in zip(*(c[flagged].tolist() for c in parsed.categories), strict=True)]
+        if not parsed.categories:
+            cats = [{} for _ in flagged]
+        return [self.alert(records[int(parsed.index[j])], float(scored.scores[j]), reasons[k], now_ms, ranks[k],
+                           cats[k]) for k, j in enumerate(flagged)]
 
-    def alert(self, msg: Any, score: float, top_features: list[dict[str, Any]], now_ms: int) -> OutMessage:
+    def alert(self, msg: Any, score: float, top_features: list[dict[str, Any]], now_ms: int,
+              normal_rank: float | None = None, categories: dict[str, str] | None = None) -> OutMessage:
         ts_type, ts = msg.timestamp()
         in_headers = msg.headers()
         key = msg.key()
@@ -67,8 +76,10 @@ class AlertBuilder:
             "score": score,
             "threshold": float(self.threshold),
             "severity": score / float(self.threshold),  # unrounded: just over the line is still > 1
+            "normal_rank": normal_rank,
             "model_version": self.model_version,
             "label": label,
+            "categories": categories or {},
             "top_features": top_features,
         }
         out_headers = [(h.MODEL_VERSION, self.model_version.encode())]

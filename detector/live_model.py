@@ -23,19 +23,24 @@ class LiveModel:
     bundle: Bundle
     scoring: ScoreStage
     alerts: AlertBuilder
+    threshold: float  # in force: the bundle's own, or one the operator chose (--target-fpr, --threshold)
 
     @property
     def version(self) -> str:
         return self.bundle.version
 
-    @property
-    def threshold(self) -> float:
-        return self.bundle.threshold
 
+def load_live(path: Path, alert_topic: str, schema: RecordSchema | None = None, *, target_fpr: float | None = None,
+              threshold: float | None = None) -> LiveModel:
+    """Load and verify a bundle, trace its scoring function; raises :class:`BundleError` with the reason.
 
-def load_live(path: Path, alert_topic: str, schema: RecordSchema | None = None) -> LiveModel:
-    """Load and verify a bundle, trace its scoring function; raises :class:`BundleError` with the reason."""
+    The threshold follows the model: ``target_fpr`` is placed on each bundle's own calibration scores.
+    """
     bundle = load_bundle(path)
+    try:
+        in_force = bundle.threshold_for(target_fpr, threshold)
+    except ValueError as exc:
+        raise BundleError(f"{path}: {exc}") from exc
     if schema is not None and bundle.schema.names != schema.names:
         raise BundleError(f"{path}: its record schema {bundle.schema.name!r} has other features or another order "
                           f"than the running model's {schema.name!r}; a detector serves one input format")
@@ -44,5 +49,7 @@ def load_live(path: Path, alert_topic: str, schema: RecordSchema | None = None) 
         scoring.warm_up()
     except Exception as exc:  # noqa: BLE001 - any failure to trace means "do not serve this model"
         raise BundleError(f"{path}: the scoring function failed its warm-up trace: {exc}") from exc
-    return LiveModel(Path(path).resolve(), bundle, scoring,
-                     AlertBuilder(alert_topic, bundle.threshold, bundle.version, scoring.scorer))
+    calibration = bundle.calibration()
+    alerts = AlertBuilder(alert_topic, in_force, bundle.version, scoring.scorer,
+                          ranker=calibration.normal_rank if calibration is not None else None)
+    return LiveModel(Path(path).resolve(), bundle, scoring, alerts, in_force)

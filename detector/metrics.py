@@ -93,12 +93,16 @@ class DetectorMetrics:
         self.unknown_share = Gauge("detector_unknown_category_ratio",
                                    "Share of the recent window's values never seen in training", ["feature"],
                                    registry=r)
+        self.decisions = Counter("detector_decisions_total",
+                                 "Scored records by their label header's family and the decision (labelled replays)",
+                                 ["family", "decision"], registry=r)
         self.drift_window = Gauge("detector_drift_window_records", "Records in the drift window", registry=r)
 
-    def describe_model(self, manifest: dict[str, Any]) -> None:
+    def describe_model(self, manifest: dict[str, Any], threshold: float) -> None:
         """Model identity and its validation baseline, from the bundle manifest."""
-        self.threshold.set(float(manifest["threshold"]))
-        self.model.info({"version": str(manifest["version"]), "threshold": repr(float(manifest["threshold"])),
+        self.threshold.set(threshold)
+        self.model.info({"version": str(manifest["version"]), "threshold": repr(float(threshold)),
+                         "bundle_threshold": repr(float(manifest["threshold"])),
                          "created": str(manifest.get("created", ""))})
         created = manifest.get("created")
         if created:

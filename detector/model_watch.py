@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
-from core.schema import RecordSchema
-from detector.live_model import LiveModel, load_live
+from detector.live_model import LiveModel
 from detector.metrics import DetectorMetrics
 from training import store
 from training.bundle import BundleError
@@ -22,13 +22,12 @@ log = logging.getLogger(__name__)
 
 
 class ModelWatcher(threading.Thread):
-    def __init__(self, location: Path, loaded: Path, alert_topic: str, schema: RecordSchema, poll_s: float,
+    def __init__(self, location: Path, loaded: Path, load: Callable[[Path], LiveModel], poll_s: float,
                  metrics: DetectorMetrics) -> None:
         super().__init__(name="model-watch", daemon=True)
         self.location = location
         self.seen = loaded  # the target last loaded or refused: only a move of the pointer is news
-        self.alert_topic = alert_topic
-        self.schema = schema
+        self.load = load  # verifies, traces, places the threshold: see detector.live_model.load_live
         self.poll_s = poll_s
         self.metrics = metrics
         self.stop_event = threading.Event()
@@ -59,7 +58,7 @@ class ModelWatcher(threading.Thread):
         self.seen = target
         log.info("model pointer moved to %s: verifying it while the current model keeps scoring", target)
         try:
-            model = load_live(target, self.alert_topic, self.schema)
+            model = self.load(target)
         except BundleError as exc:
             log.error("refusing model bundle %s: %s; still scoring with the loaded model", target, exc)
             self.metrics.model_load_failures.labels(reason="bundle").inc()

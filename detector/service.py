@@ -18,18 +18,21 @@ import logging
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
+import numpy as np
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import ClusterMetadata
 
 from core.decision import flagged_rows
+from core.health import HealthServer
 from core.kafka import check_connection, ensure_topic, redacted
 from detector.checkpoint import AtLeastOnce, Checkpoint, ExactlyOnce
 from detector.clients import AuthWatch, client_configs
 from detector.dead_letters import dead_letters
 from detector.delivery import OutputWriter
 from detector.drift import DriftMonitor
-from detector.health import HealthServer
+from detector.evaluation import LabelTally
 from detector.live_model import LiveModel, load_live
 from detector.metrics import DetectorMetrics, observe_many
 from detector.model_watch import ModelWatcher
@@ -53,19 +56,20 @@ def scoring_device() -> str:
 class Detector:
     def __init__(self, settings: DetectorSettings) -> None:
         self.settings = settings
-        self.live: LiveModel = load_live(store.resolve(settings.model), settings.alert_topic)
+        self.live: LiveModel = self._load(store.resolve(settings.model), same_schema=False)
         self.schema = self.live.bundle.schema
         self.parser = Parser(self.schema, settings.max_message_bytes)
+        self.labels = LabelTally(self.schema)
         self.metrics = DetectorMetrics(self.live.threshold)
         self.device = scoring_device()
-        self.metrics.describe_model(self.live.bundle.manifest)
-        self.shadow = (Shadow(load_live(settings.shadow_model, settings.alert_topic, self.schema), self.metrics,
-                              topic=settings.shadow_topic) if settings.shadow_model is not None else None)
+        self.metrics.describe_model(self.live.bundle.manifest, self.live.threshold)
+        self.shadow = (Shadow(self._load(settings.shadow_model), self.metrics, topic=settings.shadow_topic)
+                       if settings.shadow_model is not None else None)
         self.drift = self._drift_monitor(self.live)
         self.watcher: ModelWatcher | None = None
         if settings.model_poll_s > 0 and store.is_store(settings.model):
-            self.watcher = ModelWatcher(settings.model, self.live.path, settings.alert_topic, self.schema,
-                                        settings.model_poll_s, self.metrics)
+            self.watcher = ModelWatcher(settings.model, self.live.path, self._load, settings.model_poll_s,
+                                        self.metrics)
         self.metrics.device.info({"device": self.device})
         self.stop_event = threading.Event()
         self.auth = AuthWatch(settings.kafka.client_config(), settings.kafka.connect_timeout_s)
@@ -75,6 +79,13 @@ class Detector:
         self.source: InputSource | None = None
         self.producer: Producer | None = None
         self.checkpoint: Checkpoint | None = None
+
+    def _load(self, path: Path, same_schema: bool = True) -> LiveModel:
+        """A verified model with the operator's threshold choice applied (the same for every model); after the
+        first, every model must read the same record schema."""
+        s = self.settings
+        return load_live(path, s.alert_topic, self.schema if same_schema else None, target_fpr=s.target_fpr,
+                         threshold=s.threshold)
 
     def ready(self) -> tuple[bool, str]:
         if not self.warmed:
@@ -199,7 +210,7 @@ class Detector:
         if new is None:
             return
         old, self.live = self.live, new
-        self.metrics.describe_model(new.bundle.manifest)
+        self.metrics.describe_model(new.bundle.manifest, new.threshold)
         self.metrics.model_swaps.inc()
         self.drift = self._drift_monitor(new)  # drift is measured against the model in force
         log.info("model %s (threshold %.6g) in force, replacing %s; no restart", new.version, new.threshold,
@@ -212,6 +223,9 @@ class Detector:
         t_parse = time.perf_counter()
         scored = live.scoring.score(parsed)
         flagged = flagged_rows(scored.scores, live.threshold)
+        mask = np.zeros(len(scored.scores), dtype=bool)
+        mask[flagged] = True
+        tally = self.labels.tally(batch.records, parsed.index, mask)
         if self.drift is not None:
             self.drift.observe(parsed.numeric, scored.category_ids)
         outputs = live.alerts.build(batch.records, parsed, scored, flagged)
@@ -221,13 +235,13 @@ class Detector:
             outputs += shadow.outputs
         t_score = time.perf_counter()
         produce_s, commit_s = self.checkpoint.commit(outputs, batch.offsets,
-                                                     lambda: self._account(batch, parsed, scored, shadow))
+                                                     lambda: self._account(batch, parsed, scored, shadow, tally))
         for stage, seconds in (("poll", t_poll - t0), ("parse", t_parse - t_poll), ("score", t_score - t_parse),
                                ("produce", produce_s), ("commit", commit_s)):
             self.metrics.stage.labels(stage=stage).observe(seconds)
 
-    def _account(self, batch: InputBatch, parsed: ParsedBatch, scored: ScoredBatch, shadow: ShadowBatch | None
-                 ) -> None:
+    def _account(self, batch: InputBatch, parsed: ParsedBatch, scored: ScoredBatch, shadow: ShadowBatch | None,
+                 tally: Counter[tuple[str, str]] | None) -> None:
         """Counters move when the batch is committed, so a clean run counts each record once."""
         m = self.metrics
         for p, n in zip(batch.partitions, batch.counts, strict=True):
@@ -242,6 +256,8 @@ class Detector:
         m.batch_size.observe(len(batch.records))
         if shadow is not None and self.shadow is not None:
             self.shadow.account(shadow)
+        for (family, decision), n in (tally or {}).items():
+            m.decisions.labels(family=family, decision=decision).inc(n)
 
 
 def _on_commit(err: object, _partitions: list[TopicPartition]) -> None:

@@ -25,6 +25,9 @@ class DetectorSettings(Settings):
     dlq_topic: str | None = Field(None, description="dead-letter topic (default: INPUT.dlq)")
     model: Path = Field(Path("artifacts/model"), validation_alias=MODEL_DIR,
                         description="a model bundle, or a model store whose 'current' pointer is followed")
+    target_fpr: float | None = Field(None, ge=1e-4, le=0.5, description="place the threshold at this false-positive "
+                                     "rate of the bundle's calibration rows instead of its own (no retraining)")
+    threshold: float | None = Field(None, gt=0, description="an absolute threshold instead of the bundle's own")
     model_poll_s: float = Field(2.0, ge=0, le=3600, description="how often to check the store's pointer (0 = never)")
     shadow_model: Path | None = Field(None, description="a candidate bundle to score every batch with too "
                                                         "(agreement with the live model in /metrics)")
@@ -63,6 +66,8 @@ class DetectorSettings(Settings):
             raise ValueError(f"{d('dlq_topic')} must differ from the input and alert topics")
         if self.shadow_topic in (self.input_topic, self.alert_topic, self.dead_letter_topic):
             raise ValueError(f"{d('shadow_topic')} must differ from the input, alert and dead-letter topics")
+        if self.target_fpr is not None and self.threshold is not None:
+            raise ValueError(f"give {d('target_fpr')} or {d('threshold')}, not both")
         if self.shadow_topic and self.shadow_model is None:
             raise ValueError(f"{d('shadow_topic')} needs {d('shadow_model')}")
         if not self.model.is_dir():

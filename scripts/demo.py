@@ -1,4 +1,5 @@
-"""The demo: a local Kafka broker, a model (trained if absent), a replay, the detector, alerts on screen.
+"""The demo: a local Kafka broker, a model (trained if absent), a replay, the detector and the incident service,
+incidents on screen as they open and close.
 
 Environment: the services' own (a running cluster instead of a local broker, the bundle directory, the
 data file; see their ``--help``), and DEMO_RATE (records/s, default 2000), DEMO_LIMIT (records, default
@@ -10,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,32 +29,34 @@ def say(msg: str) -> None:
     print(f"\033[1m[demo]\033[0m {msg}" if sys.stdout.isatty() else f"[demo] {msg}", flush=True)
 
 
-def show_alerts(bootstrap: str, alerts: str, producer: object, det: harness.DetectorProcess, limit: int) -> None:
-    """Print alerts as they arrive until every replayed record is scored or dead-lettered."""
+def show_incidents(bootstrap: str, topic: str, producer: object, det: harness.DetectorProcess,
+                   inc: harness.IncidentProcess, limit: int, quiet_s: float) -> None:
+    """Print incidents as they open and close (not every alert) until the replay is scored and things went quiet."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": harness.unique("demo"),
-                         "auto.offset.reset": "earliest"})
-    consumer.subscribe([alerts])
-    shown = 0
-    while True:
-        for msg in consumer.consume(100, 0.5):
+                         "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
+    consumer.subscribe([topic])
+    seen: set[str] = set()
+    done_at: float | None = None
+    while done_at is None or time.monotonic() < done_at + quiet_s:
+        for msg in consumer.consume(500, 0.5):
             if msg.error() is not None:
                 continue
-            a = json.loads(msg.value())
-            top = a["top_features"][0]
-            shown += 1
-            if shown <= 40 or shown % 50 == 0:
-                print(f"ALERT #{shown:<5} record {a['record_id']:>7}  severity {a['severity']:>8.1f}  "
-                      f"label {str(a['label']):<16} top: {top['feature']}={top['observed']} "
-                      f"(expected {top['reconstructed']})", flush=True)
-        done = producer.poll() is not None  # type: ignore[attr-defined]
+            doc = json.loads(msg.value())
+            new = doc["incident_id"] not in seen
+            seen.add(doc["incident_id"])
+            if new or doc["status"] == "closed":
+                labels = ", ".join(f"{k}{v}" for k, v in sorted(doc["labels"].items(), key=lambda kv: -kv[1])[:3])
+                print(f"{'OPENED' if new and doc['status'] != 'closed' else 'CLOSED':6} {doc['incident_id']}  "
+                      f"{'/'.join(doc['signature'][:3]):22} worst: {','.join(doc['signature'][3:5]):32} "
+                      f"alerts {doc['alerts']:>6}  max severity {doc['max_severity']:8.1f}  labels: {labels}",
+                      flush=True)
         m = det.metrics()
-        if done and harness.total(m, "detector_records_scored_total") + harness.total(
-                m, "detector_dead_letters_total") >= limit:
-            break
-        if done and producer.returncode != 0:  # type: ignore[attr-defined]
-            say("the producer failed")
-            break
+        scored = harness.total(m, "detector_records_scored_total") + harness.total(m, "detector_dead_letters_total")
+        if done_at is None and producer.poll() is not None and scored >= limit:  # type: ignore[attr-defined]
+            done_at = time.monotonic()
     consumer.close()
+    say(f"incidents: {int(inc.total('incidents_opened_total'))} opened, {int(inc.total('incidents_closed_total'))} "
+        f"closed, from {int(inc.total('incidents_alerts_total'))} alerts")
 
 
 def main() -> int:
@@ -71,12 +75,15 @@ def main() -> int:
         topic, alerts = harness.unique("kdd-connections"), harness.unique("kdd-alerts")
         harness.create_topics(bootstrap, (topic, 6))
         det = harness.DetectorProcess(bootstrap, topic, alerts, model, port=port)
-        with det:
-            say(f"detector metrics: http://127.0.0.1:{port}/metrics   health: /healthz /readyz")
-            say(f"replaying {limit} records at {rate:g}/s, attacks at {fraction} of the stream: alerts follow")
+        inc = harness.IncidentProcess(bootstrap, alerts, "--gap-s", "10", "--idle-close-s", "5")
+        with det, inc:
+            say(f"detector metrics: http://127.0.0.1:{port}/metrics   health: /healthz /readyz; incident service "
+                f"metrics: http://127.0.0.1:{inc.port}/metrics")
+            say(f"replaying {limit} records at {rate:g}/s, attacks at {fraction} of the stream; incidents follow "
+                f"(alerts on {alerts}, incidents on {inc.topics['incident']})")
             producer = harness.start_replay(bootstrap, topic, data, limit, rate, "--shuffle", "--anomaly-fraction",
                                             fraction, stdout=-1)
-            show_alerts(bootstrap, alerts, producer, det, limit)
+            show_incidents(bootstrap, inc.topics["incident"], producer, det, inc, limit, quiet_s=20)
             say(f"replay summary: {producer.stdout.read().decode().strip() if producer.stdout else ''}")
             m = det.metrics()
             say(f"detector: scored {harness.total(m, 'detector_records_scored_total'):.0f}, alerts "

@@ -101,36 +101,34 @@ def rss_bytes(pid: int) -> int:
 
 
 # ----------------------------------------------------------------------------------------- services
-class DetectorProcess:
-    """``python -m detector`` as a child process, ready when its ``/readyz`` says so."""
+class ServiceProcess:
+    """A service CLI as a child process, ready when its ``/readyz`` says so."""
 
-    def __init__(self, bootstrap: str, input_topic: str, alert_topic: str, model: Path, *extra: str,
-                 group: str | None = None, dlq_topic: str | None = None, log_path: Path | None = None,
-                 env: dict[str, str] | None = None, inherit_output: bool = False, port: int | None = None) -> None:
-        self.port = port or free_port()
-        self.args = [sys.executable, "-m", "detector", "--bootstrap-servers", bootstrap, "--input-topic",
-                     input_topic, "--alert-topic", alert_topic, "--model", str(model), "--metrics-port",
-                     str(self.port), "--metrics-host", "127.0.0.1", "--group-id", group or f"g-{input_topic}",
-                     *(["--dlq-topic", dlq_topic] if dlq_topic else []), *extra]
+    name = "service"
+
+    def __init__(self, args: list[str], port: int, log_path: Path | None = None, env: dict[str, str] | None = None,
+                 inherit_output: bool = False) -> None:
+        self.port = port
+        self.args = args
         self.log_path = log_path
         self.env = env or {}
         self.inherit_output = inherit_output
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, ready_timeout_s: float = 120) -> DetectorProcess:
+    def start(self, ready_timeout_s: float = 120) -> ServiceProcess:
         if self.inherit_output:
             out: Any = None
         else:
             out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(self.args, cwd=REPO, stdout=out, stderr=subprocess.STDOUT if out else None,
                                      env={**os.environ, **QUIET_TF, **self.env})
-        wait_until(lambda: self._alive_or_raise() and self.ready(), ready_timeout_s, "detector /readyz")
+        wait_until(lambda: self._alive_or_raise() and self.ready(), ready_timeout_s, f"{self.name} /readyz")
         return self
 
     def _alive_or_raise(self) -> bool:
         if self.proc is not None and self.proc.poll() is not None:
             tail = self.log_path.read_text()[-3000:] if self.log_path else ""
-            raise AssertionError(f"detector exited with {self.proc.returncode}:\n{tail}")
+            raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{tail}")
         return True
 
     def get(self, path: str) -> tuple[int, str]:
@@ -154,7 +152,7 @@ class DetectorProcess:
     @property
     def pid(self) -> int:
         if self.proc is None:
-            raise RuntimeError("detector not started")
+            raise RuntimeError(f"{self.name} not started")
         return self.proc.pid
 
     def alive(self) -> bool:
@@ -165,7 +163,7 @@ class DetectorProcess:
 
     def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 60) -> int:
         if self.proc is None:
-            raise RuntimeError("detector not started")
+            raise RuntimeError(f"{self.name} not started")
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
         try:
@@ -174,13 +172,54 @@ class DetectorProcess:
             self.proc.kill()
             return self.proc.wait()
 
-    def __enter__(self) -> DetectorProcess:
+    def __enter__(self) -> ServiceProcess:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+class DetectorProcess(ServiceProcess):
+    """``python -m detector``."""
+
+    name = "detector"
+
+    def __init__(self, bootstrap: str, input_topic: str, alert_topic: str, model: Path, *extra: str,
+                 group: str | None = None, dlq_topic: str | None = None, log_path: Path | None = None,
+                 env: dict[str, str] | None = None, inherit_output: bool = False, port: int | None = None) -> None:
+        port = port or free_port()
+        super().__init__([sys.executable, "-m", "detector", "--bootstrap-servers", bootstrap, "--input-topic",
+                          input_topic, "--alert-topic", alert_topic, "--model", str(model), "--metrics-port",
+                          str(port), "--metrics-host", "127.0.0.1", "--group-id", group or f"g-{input_topic}",
+                          *(["--dlq-topic", dlq_topic] if dlq_topic else []), *extra],
+                         port, log_path, env, inherit_output)
+
+
+class IncidentProcess(ServiceProcess):
+    """``python -m incidents run`` on the given alert topic, with topics of its own named after it."""
+
+    name = "incident service"
+
+    def __init__(self, bootstrap: str, alert_topic: str, *extra: str, log_path: Path | None = None,
+                 port: int | None = None) -> None:
+        port = port or free_port()
+        self.topics = {"incident": f"{alert_topic}.incidents", "feedback": f"{alert_topic}.feedback",
+                       "suppressed": f"{alert_topic}.suppressed"}
+        self.group = f"inc-{alert_topic}"
+        super().__init__([sys.executable, "-m", "incidents", "run", "--bootstrap-servers", bootstrap, "--alert-topic",
+                          alert_topic, "--incident-topic", self.topics["incident"], "--feedback-topic",
+                          self.topics["feedback"], "--suppressed-topic", self.topics["suppressed"], "--group-id",
+                          self.group, "--transactional-id", f"tx-{self.group}", "--metrics-port", str(port),
+                          "--metrics-host", "127.0.0.1", *extra], port, log_path)
+
+
+def latest_incidents(bootstrap: str, topic: str) -> dict[str, dict[str, Any]]:
+    """The incident topic as a compacted reader sees it: the latest record of each incident."""
+    from incidents.service import read_to_end
+
+    return {m.key().decode(): json.loads(m.value()) for m in read_to_end({"bootstrap.servers": bootstrap}, topic)}
 
 
 def producer_args(bootstrap: str, topic: str, data_path: Path, *extra: str) -> list[str]:

@@ -74,7 +74,8 @@ def _store(command: str, s: StoreSettings) -> None:
 def _evaluate(s: EvaluateSettings) -> None:
     from training.evaluate import evaluate
 
-    report = evaluate(s.model, s.data, s.out, baseline=s.baseline, plots=s.plots, scores_out=s.scores_out)
+    report = evaluate(s.model, s.data, s.out, baseline=s.baseline, plots=s.plots, scores_out=s.scores_out,
+                      target_fpr=s.target_fpr)
     keys = ("rows_scored", "roc_auc", "pr_auc", "recall_at_threshold", "fpr_at_threshold", "f1_at_threshold")
     print(json.dumps({k: report[k] for k in keys} | {"report": str(s.out / "report.json")}))
 

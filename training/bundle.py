@@ -7,6 +7,7 @@ Layout::
       preprocessing.json   fitted preprocessing (training.preprocessing)
       schema.json          the record schema the model was trained on (core.schema); the detector parses with it
       profile.json         the fit rows' distribution per feature (training.profile): the drift baseline
+      calibration.json     the calibration rows' score quantiles (training.calibration): thresholds at any FPR
       bundle.json          manifest: version id, threshold, training config, data checksum, validation
                            metrics, library versions, and the sha256 of every other file
 
@@ -75,6 +76,26 @@ class Bundle:
         if PROFILE_FILE not in self.manifest["files"]:
             return None
         return FeatureProfile.from_dict(json.loads((self.path / PROFILE_FILE).read_text()))
+
+    def calibration(self) -> Any:
+        """The calibration rows' score distribution (``training.calibration``), or None for older bundles."""
+        from training.calibration import CALIBRATION_FILE, ScoreDistribution
+
+        if CALIBRATION_FILE not in self.manifest["files"]:
+            return None
+        return ScoreDistribution.from_dict(json.loads((self.path / CALIBRATION_FILE).read_text()))
+
+    def threshold_for(self, target_fpr: float | None = None, threshold: float | None = None) -> float:
+        """The threshold in force: an absolute one, one placed at a target FPR, or the bundle's own."""
+        if threshold is not None:
+            return float(threshold)
+        if target_fpr is None:
+            return self.threshold
+        dist = self.calibration()
+        if dist is None:
+            raise BundleError(f"{self.path}: made before bundles kept their calibration scores; retrain it to "
+                              "choose a target false-positive rate, or pass an absolute threshold")
+        return dist.threshold_at(target_fpr)
 
     def scorer(self) -> Any:
         from training.scoring import Scorer

@@ -36,7 +36,7 @@ def training_split(bundle: Bundle) -> tuple[Records, Split] | None:
 
 
 def evaluate(model_dir: Path, data_path: Path, out: Path, *, baseline: bool = True, plots: bool = True,
-             seed: int = 0, scores_out: Path | None = None) -> dict[str, Any]:
+             seed: int = 0, scores_out: Path | None = None, target_fpr: float | None = None) -> dict[str, Any]:
     t0 = time.monotonic()
     bundle = load_bundle(model_dir)
     scorer = bundle.scorer()
@@ -55,12 +55,13 @@ def evaluate(model_dir: Path, data_path: Path, out: Path, *, baseline: bool = Tr
     t_score = time.monotonic()
     scores = scorer.score_frame(feats)
     score_seconds = time.monotonic() - t_score
-    threshold = bundle.threshold
+    threshold = bundle.threshold_for(target_fpr)
     flagged = is_anomalous(scores.score, threshold)
     _, unknown = bundle.preprocessor.encode_categories(feats)
 
     report: dict[str, Any] = {
         "model_version": bundle.version,
+        "target_fpr": target_fpr,
         "data": str(data_path),
         "data_sha256": sha256_file(data_path),
         "heldout_only": same_file,

@@ -77,6 +77,8 @@ class EvaluateSettings(Settings):
     data: Path = Field(default_factory=default_data_path, validation_alias=DATA_ENV,
                        description="labelled data file (the bundle's schema)")
     out: Path = Field(Path("artifacts/eval"), description="report directory")
+    target_fpr: float | None = Field(None, ge=1e-4, le=0.5, description="evaluate at the threshold placed at this "
+                                     "false-positive rate of the bundle's calibration rows (default: its own)")
     plots: bool = Field(True, description="write the PNG plots")
     baseline: bool = Field(True, description="fit the IsolationForest baseline")
     scores_out: Path | None = Field(None, description="also write every row's record_id, label, score and flag here")

@@ -24,6 +24,7 @@ from core.decision import is_anomalous
 from core.records import Records, read_records
 from core.schema import RecordSchema
 from training.bundle import save_bundle, sha256_file
+from training.calibration import CALIBRATION_FILE, ScoreDistribution
 from training.metrics import threshold_at_fpr
 from training.model import ModelConfig, build_autoencoder
 from training.preprocessing import Preprocessor
@@ -130,12 +131,13 @@ def _training_info(opts: TrainOptions, data: Records, split: Split, fit_rows: in
 
 
 def _calibrate(opts: TrainOptions, scorer: Scorer, feats: Any, split: Split, losses: dict[str, list[float]]
-               ) -> tuple[float, dict[str, Any]]:
-    """The threshold at the target false-positive rate on the calibration rows, and what to record of it."""
+               ) -> tuple[float, ScoreDistribution, dict[str, Any]]:
+    """The threshold at the target false-positive rate on the calibration rows, their score distribution (for
+    thresholds chosen later), and what to record of it."""
     cal_scores = scorer.score_frame(feats.iloc[split.calibration]).score
     threshold = threshold_at_fpr(cal_scores, opts.target_fpr)
     val_scores = scorer.score_frame(feats.iloc[split.validation]).score
-    return threshold, {
+    return threshold, ScoreDistribution.fit(cal_scores), {
         "best_val_loss": float(min(losses["val_loss"])),
         "epochs_run": len(losses["loss"]),
         "calibration_fpr": float(np.mean(is_anomalous(cal_scores, threshold))),
@@ -173,13 +175,14 @@ def train(opts: TrainOptions, stream: tuple[Records, dict[str, Any]] | None = No
     model, history, fit_seconds = _fit(opts, prep, x_fit, x_val)
 
     losses = {k: [float(v) for v in vals] for k, vals in history.history.items()}
-    threshold, validation = _calibrate(opts, Scorer(model, prep), feats, split, losses)
+    threshold, distribution, validation = _calibrate(opts, Scorer(model, prep), feats, split, losses)
     training_info = _training_info(opts, data, split, len(x_fit), fit_seconds, stream[1] if stream else None)
     profile = FeatureProfile.fit(data.schema, feats.iloc[split.fit], dict(prep.categories))
     out = save_bundle(
         opts.out, model=model, preprocessor=prep, threshold=threshold, training=training_info,
         data_sha256=data_sha, validation=validation,
-        extra_files={"history.json": json.dumps(losses), PROFILE_FILE: profile.to_json()},
+        extra_files={"history.json": json.dumps(losses), PROFILE_FILE: profile.to_json(),
+                     CALIBRATION_FILE: distribution.to_json()},
     )
     summary = {"bundle": str(out), "threshold": threshold, **validation, "fit_seconds": round(fit_seconds, 1),
                "total_seconds": round(time.monotonic() - t_start, 1), **({"stream": stream[1]} if stream else {})}

@@ -1,5 +1,6 @@
-"""The detector's HTTP endpoints: ``/metrics`` for Prometheus, ``/healthz`` (process alive) and ``/readyz``
-(model loaded, partitions assigned) for orchestrators."""
+"""A service's HTTP endpoints: ``/metrics`` for Prometheus, ``/healthz`` (process alive) and ``/readyz``
+(ready to work, e.g. model loaded and partitions assigned) for orchestrators. Shared by the detector and the
+incident service."""
 
 from __future__ import annotations
 

@@ -1,0 +1,70 @@
+"""``python -m incidents [run]`` runs the incident service; ``python -m incidents feedback --incident ID`` marks
+an incident benign. Exit codes: 0 clean stop; 1 runtime failure (restart it: state is restored from Kafka);
+2 invalid settings; 3 Kafka unreachable or credentials rejected."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+
+from core import settings as cli
+from core.kafka import KafkaConnectError
+from core.settings import SettingsError
+from incidents.feedback import FeedbackSettings, send
+from incidents.settings import IncidentSettings
+
+log = logging.getLogger("incidents")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m incidents", description=__doc__)
+    sub = p.add_subparsers(dest="command")
+    cli.add_arguments(sub.add_parser("run", help=IncidentSettings.__doc__), IncidentSettings)
+    cli.add_arguments(sub.add_parser("feedback", help=FeedbackSettings.__doc__), FeedbackSettings)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    command = args.command or "run"
+    try:
+        if command == "feedback":
+            print(json.dumps(send(cli.from_namespace(FeedbackSettings, args))))
+            return 0
+        from incidents.service import FatalError, IncidentService
+
+        service = IncidentService(cli.from_namespace(IncidentSettings, args))
+    except SettingsError as exc:
+        log.error("%s", exc)
+        return 2
+    except KafkaConnectError as exc:
+        log.error("%s", exc)
+        return 3
+    except RuntimeError as exc:
+        log.error("%s", exc)
+        return 1
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("received %s: finishing the current transaction", signal.Signals(signum).name)
+        service.stop_event.set()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        service.run()
+    except KafkaConnectError as exc:
+        log.error("%s", exc)
+        return 3
+    except FatalError as exc:
+        log.error("%s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

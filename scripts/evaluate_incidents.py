@@ -1,0 +1,144 @@
+"""Replay a labelled file through the detector and the incident service on a real broker; one JSON line last.
+
+``python -m scripts.evaluate_incidents [--data FILE] [--model DIR] [--limit N] [--seed S]``
+
+Feedback is measured honestly: the file's rows are split into two random halves (seeded). The first half is
+replayed and every incident whose alerts are mostly labelled normal is marked benign with the feedback
+command's own code; then the second half is replayed with those verdicts in force. ``recall`` and
+``false_alerts`` count the second half's alerts as the detector raised them; the ``*_after_feedback``
+figures leave out what the verdicts suppressed. Labels are read only here, to count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.kafka import KafkaSettings
+from core.records import Records, default_data_path, read_records
+from core.settings import MODEL_DIR
+from incidents.feedback import FeedbackSettings, send
+from scripts import harness
+
+log = logging.getLogger("evaluate_incidents")
+
+
+def subset(data: Records, keep: np.ndarray) -> Records:
+    assert data.raw is not None and data.labels is not None
+    return dataclasses.replace(data, features=data.features.iloc[:0], labels=data.labels[keep].reset_index(drop=True),
+                               lines=data.lines[keep], raw=data.raw[keep].reset_index(drop=True))
+
+
+def replay(bootstrap: str, topic: str, part: Records, det: harness.DetectorProcess, inc: harness.IncidentProcess,
+           consumed_before: float) -> None:
+    harness.produce_rows(bootstrap, topic, part)
+    harness.wait_until(lambda: det.total("detector_records_consumed_total") >= consumed_before + len(part), 1800,
+                       "the detector to consume the replay")
+    def filed() -> bool:
+        handled = inc.total("incidents_alerts_total") + inc.total("incidents_suppressed_alerts_total")
+        return det.total("detector_alerts_total") <= handled
+
+    harness.wait_until(filed, 1800, "the incident service to file every alert")
+
+
+def mark_benign(bootstrap: str, inc: harness.IncidentProcess) -> int:
+    incidents = harness.latest_incidents(bootstrap, inc.topics["incident"])
+    benign = [i for i, doc in incidents.items() if _mostly_normal(doc)]
+    for incident_id in benign:
+        send(FeedbackSettings(kafka=KafkaSettings(bootstrap_servers=bootstrap), feedback_topic=inc.topics["feedback"],
+                              incident=incident_id, for_s=86_400, analyst="evaluate_incidents"))
+    harness.wait_until(lambda: inc.total("incidents_suppression_rules") >= len(benign), 120, "the verdicts applied")
+    return len(benign)
+
+
+def _mostly_normal(doc: dict[str, Any]) -> bool:
+    labels = Counter({k.rstrip("."): v for k, v in doc["labels"].items()})
+    return labels["normal"] * 2 > sum(labels.values())
+
+
+def figures(data: Records, half: np.ndarray, alerts: list[dict[str, Any]], suppressed: set[int],
+            incidents: dict[str, dict[str, Any]], benign: int) -> dict[str, Any]:
+    assert data.labels is not None
+    ids = data.record_ids
+    attack = data.is_attack
+    alerted = np.isin(ids, [int(a["record_id"]) for a in alerts])
+    muted = np.isin(ids, list(suppressed))
+    second = ~half
+    a2, n2 = second & attack, second & ~attack
+    flagged_types = set(data.labels[alerted & attack])
+    in_incidents = {k.rstrip(".") for doc in incidents.values() for k in doc["labels"]}
+    filed = len(alerts) - len(suppressed)
+    out = {
+        "records": len(data), "alerts": len(alerts), "suppressed": len(suppressed), "incidents": len(incidents),
+        "compression": round(filed / max(1, len(incidents)), 1),
+        "recall": round(float((alerted & a2).sum() / max(1, a2.sum())), 5),
+        "false_alerts": int((alerted & n2).sum()),
+        "attack_types_flagged": len(flagged_types),
+        "attack_types_in_incidents": len(flagged_types & in_incidents),
+        "attack_types_missing_from_incidents": sorted(flagged_types - in_incidents),
+        "false_alert_incidents": sum(_mostly_normal(doc) for doc in incidents.values()),
+        "benign_verdicts": benign,
+        "recall_after_feedback": round(float((alerted & ~muted & a2).sum() / max(1, a2.sum())), 5),
+        "false_alerts_after_feedback": int((alerted & ~muted & n2).sum()),
+    }
+    out["false_alert_cut"] = round(1 - out["false_alerts_after_feedback"] / max(1, out["false_alerts"]), 4)
+    out["recall_drop_points"] = round(100 * (out["recall"] - out["recall_after_feedback"]), 3)
+    return out
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    data = read_records(args.data, limit=args.limit, keep_raw=True)
+    if data.labels is None:
+        raise SystemExit(f"{args.data} has no labels: the evaluation needs a labelled file")
+    half = np.random.default_rng(args.seed).random(len(data)) < 0.5
+    with harness.broker(args.bootstrap_servers) as bootstrap:
+        topic, alerts = harness.unique("eval-in"), harness.unique("eval-alerts")
+        harness.create_topics(bootstrap, (topic, 6), (alerts, 6))
+        det = harness.DetectorProcess(bootstrap, topic, alerts, args.model, log_path=args.work / "detector.log")
+        inc = harness.IncidentProcess(bootstrap, alerts, "--gap-s", str(args.gap_s), "--idle-close-s", "86400",
+                                      log_path=args.work / "incidents.log")
+        with det, inc:
+            log.info("first half: %d records", int(half.sum()))
+            replay(bootstrap, topic, subset(data, half), det, inc, 0)
+            benign = mark_benign(bootstrap, inc)
+            log.info("%d incidents marked benign; second half: %d records", benign, int((~half).sum()))
+            replay(bootstrap, topic, subset(data, ~half), det, inc, float(half.sum()))
+            n_alerts = int(det.total("detector_alerts_total"))
+        docs = harness.alert_docs(harness.drain(bootstrap, alerts, n_alerts, timeout_s=600))
+        kept = harness.alert_docs(harness.drain(bootstrap, inc.topics["suppressed"],
+                                                int(inc.total("incidents_suppressed_alerts_total")), timeout_s=300))
+        incidents = harness.latest_incidents(bootstrap, inc.topics["incident"])
+    return figures(data, half, docs, {int(d["record_id"]) for d in kept}, incidents, benign)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m scripts.evaluate_incidents", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--bootstrap-servers", default=None, help="cluster (default: $KAFKA_BOOTSTRAP_SERVERS or local)")
+    p.add_argument("--data", type=Path, default=default_data_path(), help="labelled KDD-format file")
+    p.add_argument("--model", type=Path, default=Path(os.environ.get(MODEL_DIR, "artifacts/model")),
+                   help="bundle or model store (trained with the default preset when missing)")
+    p.add_argument("--limit", type=int, default=None, help="replay only the first N lines")
+    p.add_argument("--seed", type=int, default=0, help="seed of the two halves")
+    p.add_argument("--gap-s", type=float, default=300.0, help="the incident service's gap of inactivity")
+    p.add_argument("--work", type=Path, default=Path("artifacts/evaluate-incidents"), help="logs go here")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    args.work.mkdir(parents=True, exist_ok=True)
+    harness.ensure_bundle(args.model, args.data)
+    print(json.dumps(run(args)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
