@@ -77,7 +77,7 @@ def main() -> int:
         det = harness.DetectorProcess(bootstrap, topic, alerts, model, port=port)
         inc = harness.IncidentProcess(bootstrap, alerts, "--gap-s", "10", "--idle-close-s", "5")
         with det, inc:
-            say(f"detector metrics: http://127.0.0.1:{port}/metrics   health: /healthz /readyz; incident service "
+            say(f"detector metrics: http://127.0.0.1:{det.port}/metrics   health: /healthz /readyz; incident service "
                 f"metrics: http://127.0.0.1:{inc.port}/metrics")
             say(f"replaying {limit} records at {rate:g}/s, attacks at {fraction} of the stream; incidents follow "
                 f"(alerts on {alerts}, incidents on {inc.topics['incident']})")
