@@ -33,6 +33,9 @@ class DetectorMetrics:
         self.alerted = Counter("detector_alerts_total", "Alerts acknowledged by the broker", registry=r)
         self.dead_lettered = Counter("detector_dead_letters_total", "Records sent to the dead-letter topic",
                                      ["reason"], registry=r)
+        self.label_fields = Counter("detector_records_with_label_field_total",
+                                    "CSV records that carried their file's label (and trailing) fields: accepted, "
+                                    "the label ignored for scoring", registry=r)
         self.unknown_categories = Counter("detector_unknown_categories_total",
                                           "Categorical values not seen in training (scored in the unknown slot)",
                                           ["feature"], registry=r)
@@ -60,8 +63,9 @@ class DetectorMetrics:
         self.model_created = Gauge("detector_model_created_timestamp_seconds",
                                    "Creation time of the loaded bundle; a change means a new model", registry=r)
         self.validation_score = Gauge("detector_model_validation_score",
-                                      "Score quantiles of held-out normal rows at training time (drift baseline)",
-                                      ["quantile"], registry=r)
+                                      "Score quantiles of held-out normal rows at training time (drift baseline), by "
+                                      "level; not a summary, so the label is not called 'quantile'", ["level"],
+                                      registry=r)
         self._lifecycle(r)
         for reason in ("bundle", "pointer"):  # series exist before the first refusal: rate() and alerts see 0
             self.model_load_failures.labels(reason=reason)
@@ -108,7 +112,7 @@ class DetectorMetrics:
         if created:
             self.model_created.set(dt.datetime.fromisoformat(created).timestamp())
         for q, v in manifest.get("validation", {}).get("score_quantiles_normal", {}).items():
-            self.validation_score.labels(quantile=str(q)).set(float(v))
+            self.validation_score.labels(level=str(q)).set(float(v))
 
     def observe_stats(self, stats_json: str) -> None:
         """librdkafka statistics callback: per-partition consumer lag."""

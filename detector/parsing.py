@@ -57,6 +57,7 @@ class ParsedBatch:
     categories: list[np.ndarray]  # one object array of str per categorical feature, schema order
     index: np.ndarray
     rejections: list[Rejection]
+    trimmed: int = 0  # CSV records that came with a label (and trailing fields): accepted, the label ignored
 
     def columns(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         """The given rows as arrays by feature name (what an alert's explanation reads; no DataFrame)."""
@@ -81,31 +82,37 @@ class Parser:
                                              quoted_strings_can_be_null=False, null_values=[], check_utf8=True)
 
     def parse(self, values: Sequence[bytes | None]) -> ParsedBatch:
-        """Classify every value by whole-batch byte arithmetic, then parse the well-shaped ones in one pass."""
-        csv_idx, json_idx, rejections = self._classify(values)
+        """Classify every value by whole-batch byte arithmetic, then parse the well-shaped ones in one pass.
+
+        A trailing CR/LF is not part of a record (other producers send lines as they read them), and a whole
+        file line with its label (and NSL-KDD's difficulty) is accepted with the label cut off: labels are
+        never scored. Both are common from other replay tools; neither is an error.
+        """
+        vals, csv_idx, json_idx, rejections, trimmed = self._classify(values)
         parts: list[_Part] = []
         if csv_idx:
-            parts.append(self._parse_csv(values, csv_idx))
+            parts.append(self._parse_csv(vals, csv_idx))
         if json_idx:
-            parts.append(self._parse_json(values, json_idx))
+            parts.append(self._parse_json(vals, json_idx))
         for part in parts:
             rejections += part[3]
         parts = [p for p in parts if len(p[2])]
         if not parts:
-            return self._batch(self._empty([]), rejections)
+            return self._batch(self._empty([]), rejections, trimmed)
         if len(parts) == 1:
-            return self._batch(parts[0], rejections)
+            return self._batch(parts[0], rejections, trimmed)
         n_cat = len(self.schema.categorical)
         merged = (np.concatenate([p[0] for p in parts]),
                   [np.concatenate([p[1][j] for p in parts]) for j in range(n_cat)],
                   np.concatenate([p[2] for p in parts]), [])
-        return self._batch(merged, rejections)
+        return self._batch(merged, rejections, trimmed)
 
-    def _batch(self, part: _Part, rejections: list[Rejection]) -> ParsedBatch:
-        return ParsedBatch(self.schema, part[0], part[1], part[2], rejections)
+    def _batch(self, part: _Part, rejections: list[Rejection], trimmed: int = 0) -> ParsedBatch:
+        return ParsedBatch(self.schema, part[0], part[1], part[2], rejections, trimmed)
 
-    def _classify(self, values: Sequence[bytes | None]) -> tuple[list[int], list[int], list[Rejection]]:
-        vals = [v or b"" for v in values]
+    def _classify(self, values: Sequence[bytes | None]
+                  ) -> tuple[list[bytes], list[int], list[int], list[Rejection], int]:
+        vals = list(map(bytes.rstrip, [v or b"" for v in values], repeat(b"\r\n")))  # C-level, per value
         n = len(vals)
         n_features = self.schema.n_features
         lengths = np.fromiter(map(len, vals), dtype=np.int64, count=n)
@@ -114,16 +121,24 @@ class Parser:
         breaks = (np.fromiter(map(bytes.find, vals, repeat(b"\n")), dtype=np.int64, count=n) >= 0) | (
             np.fromiter(map(bytes.find, vals, repeat(b"\r")), dtype=np.int64, count=n) >= 0)
         first = np.fromiter(map(bytes.startswith, vals, repeat(b"{")), dtype=bool, count=n)
-        ok_csv = (lengths > 0) & (lengths <= self.max_bytes) & ~first & ~breaks & (commas == n_features - 1)
+        shaped = (lengths > 0) & (lengths <= self.max_bytes) & ~first & ~breaks
+        ok_csv = shaped & (commas == n_features - 1)
         if ok_csv.all():
-            return list(range(n)), [], []
+            return vals, list(range(n)), [], [], 0
+        extra = commas - (n_features - 1)  # fields after the features: a label, then the schema's trailing ones
+        labelled = shaped & np.isin(extra, np.arange(1, len(self.schema.label.trailing_fields) + 2))
         csv_idx: list[int] = []
         json_idx: list[int] = []
         rejections: list[Rejection] = []
+        trimmed = 0
         for i in range(n):  # only batches holding something odd take this loop
             v = vals[i]
             if ok_csv[i]:
                 csv_idx.append(i)
+            elif labelled[i]:
+                vals[i] = v.rsplit(b",", int(extra[i]))[0]
+                csv_idx.append(i)
+                trimmed += 1
             elif lengths[i] > self.max_bytes:
                 rejections.append(Rejection(i, OVERSIZED,
                                             f"{lengths[i]} bytes exceeds the {self.max_bytes}-byte limit"))
@@ -136,7 +151,7 @@ class Parser:
             else:
                 rejections.append(Rejection(i, FIELD_COUNT,
                                             f"expected {n_features} comma-separated fields, found {commas[i] + 1}"))
-        return csv_idx, json_idx, rejections
+        return vals, csv_idx, json_idx, rejections, trimmed
 
     def _parse_csv(self, values: Sequence[bytes | None], idx: list[int]) -> _Part:
         rows = [values[i] or b"" for i in idx]
@@ -228,6 +243,7 @@ class Parser:
         cats: list[list[np.ndarray]] = []
         index: list[int] = []
         rejections: list[Rejection] = []
+        trimmed = 0
         for i, value in enumerate(values):
             try:
                 one = self.parse([value])
@@ -235,14 +251,16 @@ class Parser:
                 rejections.append(Rejection(i, PARSER_ERROR, f"{type(exc).__name__}: {exc}"[:300]))
                 continue
             rejections += [dataclasses.replace(r, index=i) for r in one.rejections]
+            trimmed += one.trimmed
             if len(one.index):
                 numeric.append(one.numeric)
                 cats.append(one.categories)
                 index.append(i)
         if not index:
-            return self._batch(self._empty([]), rejections)
+            return self._batch(self._empty([]), rejections, trimmed)
         cat_arrs = [np.concatenate([c[j] for c in cats]) for j in range(len(self.schema.categorical))]
-        return ParsedBatch(self.schema, np.vstack(numeric), cat_arrs, np.asarray(index, dtype=np.int64), rejections)
+        return ParsedBatch(self.schema, np.vstack(numeric), cat_arrs, np.asarray(index, dtype=np.int64), rejections,
+                           trimmed)
 
 
 def _json_object(raw: bytes) -> tuple[dict[str, object], tuple[str, str] | None]:

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import ClusterMetadata
+from confluent_kafka.admin import AdminClient, ClusterMetadata
 
 from core.decision import flagged_rows
 from core.health import HealthServer
-from core.kafka import check_connection, ensure_topic, redacted
+from core.kafka import admin_config, check_connection, ensure_topic, redacted
 from detector.checkpoint import AtLeastOnce, Checkpoint, ExactlyOnce
 from detector.clients import AuthWatch, client_configs
 from detector.dead_letters import dead_letters
@@ -79,6 +79,7 @@ class Detector:
         self.source: InputSource | None = None
         self.producer: Producer | None = None
         self.checkpoint: Checkpoint | None = None
+        self.outputs_ready = False
 
     def _load(self, path: Path, same_schema: bool = True) -> LiveModel:
         """A verified model with the operator's threshold choice applied (the same for every model); after the
@@ -129,6 +130,9 @@ class Detector:
         return self.source.assigned if self.source is not None else set()
 
     def _update_ready(self) -> None:
+        if not self.outputs_ready and self.source is not None and self.source.assigned:  # the input appeared
+            conf = self.settings.kafka.client_config()
+            self._ensure_output_topics(conf, AdminClient(admin_config(conf)).list_topics(timeout=30))
         self.metrics.ready.set(1 if self.ready()[0] else 0)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -136,14 +140,19 @@ class Detector:
             self.checkpoint.on_revoke(consumer, partitions)
 
     def _ensure_output_topics(self, admin_conf: dict[str, object], md: ClusterMetadata) -> None:
+        """Alert, dead-letter (and shadow) topics with the input's partition count, once the input exists: created
+        earlier, they would keep one partition after the input appears with more."""
         brokers = max(1, len(md.brokers))
         src = md.topics.get(self.settings.input_topic)
-        partitions = len(src.partitions) if src is not None and src.error is None else 1
         if src is None or src.error is not None:
-            log.warning("input topic %s does not exist yet; waiting for it", self.settings.input_topic)
+            log.warning("input topic %s does not exist yet; waiting for it (the output topics follow its partition "
+                        "count)", self.settings.input_topic)
+            return
+        partitions = len(src.partitions)
         shadow = (self.settings.shadow_topic,) if self.settings.shadow_topic else ()
         for topic in (self.settings.alert_topic, self.settings.dead_letter_topic, *shadow):
             ensure_topic(admin_conf, topic, partitions, min(3, brokers), metadata=md)
+        self.outputs_ready = True
 
     def run(self) -> None:
         if self.source is None:
@@ -247,6 +256,8 @@ class Detector:
         for p, n in zip(batch.partitions, batch.counts, strict=True):
             m.consumed.labels(topic=batch.topic, partition=str(int(p))).inc(int(n))
         m.scored.inc(len(parsed.index))
+        if parsed.trimmed:
+            m.label_fields.inc(parsed.trimmed)
         observe_many(m.score, scored.scores)
         for code, n in Counter(r.code for r in parsed.rejections).items():
             m.dead_lettered.labels(reason=code).inc(n)

@@ -115,14 +115,15 @@ class ServiceProcess:
         self.inherit_output = inherit_output
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, ready_timeout_s: float = 120) -> ServiceProcess:
+    def start(self, ready_timeout_s: float = 120, wait_ready: bool = True) -> ServiceProcess:
         if self.inherit_output:
             out: Any = None
         else:
             out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(self.args, cwd=REPO, stdout=out, stderr=subprocess.STDOUT if out else None,
                                      env={**os.environ, **QUIET_TF, **self.env})
-        wait_until(lambda: self._alive_or_raise() and self.ready(), ready_timeout_s, f"{self.name} /readyz")
+        if wait_ready:
+            wait_until(lambda: self._alive_or_raise() and self.ready(), ready_timeout_s, f"{self.name} /readyz")
         return self
 
     def _alive_or_raise(self) -> bool:

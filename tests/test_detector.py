@@ -7,6 +7,7 @@ import random
 import signal
 import subprocess
 import sys
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -218,3 +219,29 @@ def test_two_detectors_share_partitions_and_one_stops(kafka_bootstrap: str, make
         wait_until(lambda: committed_all(kafka_bootstrap, group, topic), 300, "all offsets committed", 1.0)
         assert scored_by_b > 0
     assert_alerted(kafka_bootstrap, alerts, expected)
+
+
+def test_output_topics_follow_an_input_topic_created_later(kafka_bootstrap: str, small_bundle: Path, kdd_path: Path,
+                                                            tmp_path: Path) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    topic = f"late-{uuid.uuid4().hex[:10]}"
+    alerts, dlq = f"{topic}-alerts", f"{topic}.dlq"
+    log = tmp_path / "detector.log"
+    det = DetectorProcess(kafka_bootstrap, topic, alerts, small_bundle, "-X", "topic.metadata.refresh.interval.ms=500",
+                          dlq_topic=dlq, log_path=log)
+    det.start(wait_ready=False)
+    try:
+        wait_until(lambda: log.exists() and "does not exist yet" in log.read_text(), 120, "the detector to wait")
+        assert alerts not in admin.list_topics(timeout=10).topics  # not created with one partition
+        admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])[topic].result(timeout=60)
+        data = read_records(kdd_path, limit=2000, keep_raw=True)
+        produce_rows(kafka_bootstrap, topic, data)
+        wait_until(lambda: det.total("detector_records_scored_total") >= 2000, 180, "the late input scored")
+        md = admin.list_topics(timeout=10).topics
+        assert len(md[alerts].partitions) == 4 and len(md[dlq].partitions) == 4
+        assert det.stop() == 0
+    finally:
+        if det.alive():
+            det.stop(signal.SIGKILL)

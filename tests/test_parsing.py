@@ -90,3 +90,14 @@ def test_mangled_csv_rows_are_typed_or_rejected(value: bytes) -> None:
                        | st.text(max_size=8) | st.lists(st.integers(), max_size=2), max_size=41))
 def test_json_of_any_shape_is_accounted_for(obj: dict[str, object]) -> None:
     accounted([json.dumps(obj).encode()])
+
+
+def test_trailing_line_breaks_and_whole_file_lines_are_records() -> None:
+    """Other producers send lines as read (CRLF) or with the label; neither is a dead letter."""
+    values = [(GOOD + "\r\n").encode(), (GOOD + "\n").encode(), (GOOD + ",normal.").encode(),
+              (GOOD + ",smurf,21").encode(), (GOOD + ",a,b,c").encode(), (GOOD + "\r\n" + GOOD).encode()]
+    batch = accounted(values)
+    assert batch.index.tolist() == [0, 1, 2, 3] and batch.trimmed == 2
+    assert {r.index: r.code for r in batch.rejections} == {4: parsing.FIELD_COUNT, 5: parsing.FIELD_COUNT}
+    plain = parsing.Parser(kdd99()).parse([GOOD.encode()])
+    assert (batch.numeric == plain.numeric[0]).all()  # the same row each time: labels never reach scoring

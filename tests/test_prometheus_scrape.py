@@ -96,6 +96,10 @@ def test_prometheus_scrapes_and_every_query_returns_data(kafka_bootstrap: str, m
                 raise AssertionError(f"{exc}: {missing}") from None
             scored = query(prom_port, "sum(detector_records_scored_total)")["data"]["result"]
             assert float(scored[0]["value"][1]) > 0
+            lint = subprocess.run([shutil.which("promtool") or "promtool", "check", "metrics"],
+                                  input=det.get("/metrics")[1], capture_output=True, text=True, timeout=60)
+            assert lint.returncode == 0 and not lint.stdout.strip(), lint.stdout + lint.stderr  # e.g. a 'quantile'
+            # label on a metric that is not a summary
     finally:
         if producer is not None:
             producer.send_signal(signal.SIGTERM)
