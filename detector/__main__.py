@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 
 from core import settings as cli
@@ -37,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.getLogger().setLevel(settings.log_level)
 
-    from core.kafka import KafkaConnectError
+    from core.lifecycle import run_service
     from detector.service import Detector
     from detector.source import FatalError
     from training.bundle import BundleError
@@ -49,25 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
 
-    def stop(signum: int, _frame: object) -> None:
-        log.info("received %s: finishing the current batch, then leaving the group", signal.Signals(signum).name)
-        detector.stop_event.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        detector.run()
-    except KafkaConnectError as exc:
-        log.error("%s", exc)
-        return 3
-    except FatalError as exc:
-        log.error("%s", exc)
-        return 1
-    except OSError as exc:  # e.g. the metrics port is taken
-        log.error("cannot run the detector: %s", exc)
-        return 1
-    log.info("stopped cleanly")
-    return 0
+    return run_service(detector, log, "the current batch (then leaving the group)", (FatalError,))
 
 
 if __name__ == "__main__":

@@ -7,11 +7,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import signal
 import sys
 
 from core import settings as cli
 from core.kafka import KafkaConnectError
+from core.lifecycle import run_service
 from core.settings import SettingsError
 from incidents.feedback import FeedbackSettings, send
 from incidents.settings import IncidentSettings
@@ -49,21 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 1
 
-    def stop(signum: int, _frame: object) -> None:
-        log.info("received %s: finishing the current transaction", signal.Signals(signum).name)
-        service.stop_event.set()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    try:
-        service.run()
-    except KafkaConnectError as exc:
-        log.error("%s", exc)
-        return 3
-    except FatalError as exc:
-        log.error("%s", exc)
-        return 1
-    return 0
+    return run_service(service, log, "the current transaction", (FatalError,))
 
 
 if __name__ == "__main__":
