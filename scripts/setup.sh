@@ -38,6 +38,20 @@ if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
     echo "setup: prometheus/promtool missing and cannot apt-get install them (not root?)" >&2
   fi
 fi
+# A container engine for the image tests: podman and runc (rootful podman needs no daemon), debootstrap for a
+# base image where no registry answers. Skipped where a Docker engine answers.
+if ! command -v podman >/dev/null && ! docker info >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing podman, runc and debootstrap from Debian packages (container tests)" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc debootstrap >/dev/null
+  else
+    echo "setup: no container engine and cannot apt-get install podman (not root?); the container tests will fail" >&2
+  fi
+fi
+if command -v podman >/dev/null && ! command -v debootstrap >/dev/null && command -v apt-get >/dev/null \
+    && [ "$(id -u)" = 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq runc debootstrap >/dev/null
+fi
 if command -v mvn >/dev/null; then
   .venv/bin/python deploy/kafka/local_kafka.py fetch >/dev/null
 fi

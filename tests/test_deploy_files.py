@@ -1,5 +1,6 @@
-"""Deployment files, validated statically (no Docker engine or cluster here): Dockerfiles with hadolint,
-the Compose file against the Compose spec's JSON Schema, Kubernetes manifests against the API schemas."""
+"""Deployment files, validated statically: Dockerfiles with hadolint, the Compose file against the Compose
+spec's JSON Schema, Kubernetes manifests against the API schemas (no cluster can be started here). The
+images themselves are built and run by tests/test_containers.py."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 DOCKERFILES = [DEPLOY / "docker" / "Dockerfile", DEPLOY / "docker" / "Dockerfile.gpu"]
+SERVER_DOCKERFILES = [DEPLOY / "kafka" / "Dockerfile", DEPLOY / "prometheus" / "Dockerfile"]
 
 
 def tool(name: str) -> str:
@@ -39,8 +41,18 @@ def test_dockerfile_lints_clean_and_runs_as_non_root(dockerfile: Path) -> None:
     assert "pip install" not in final and "apt-get" not in final
 
 
-def test_gpu_image_installs_the_gpu_extra() -> None:
-    assert '".[gpu]"' in DOCKERFILES[1].read_text()
+@pytest.mark.parametrize("dockerfile", SERVER_DOCKERFILES, ids=lambda p: p.parent.name)
+def test_server_dockerfiles_lint_clean_and_run_as_non_root(dockerfile: Path) -> None:
+    proc = subprocess.run([tool("hadolint"), str(dockerfile)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(r"^USER [1-9][0-9]*$", dockerfile.read_text(), flags=re.M)
+    assert re.search(r"^ARG BASE_IMAGE=debian:bookworm-slim$", dockerfile.read_text(), flags=re.M)
+
+
+def test_images_install_the_right_tensorflow() -> None:
+    """CPU image: tensorflow-cpu; GPU image: the same distribution as the project's gpu extra."""
+    assert re.search(r"^ARG TF_PACKAGE=tensorflow-cpu$", DOCKERFILES[0].read_text(), flags=re.M)
+    assert re.search(r"^ARG TF_PACKAGE=tensorflow\[and-cuda\]$", DOCKERFILES[1].read_text(), flags=re.M)
     pyproject = (REPO / "pyproject.toml").read_text()
     assert re.search(r'gpu = \["tensorflow\[and-cuda\]', pyproject)
 

@@ -69,6 +69,8 @@ _POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <dependencies>
     <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_{scala}</artifactId>
       <version>{kafka}</version></dependency>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId>
+      <version>{kafka}</version></dependency>
     <dependency><groupId>{bg}</groupId><artifactId>{ba}</artifactId><version>{bv}</version></dependency>
   </dependencies>
 </project>
@@ -79,7 +81,8 @@ def ensure_jars() -> Path:
     """Return the directory holding the broker classpath, fetching it with Maven on first use."""
     libs = cache_dir() / "libs"
     marker = cache_dir() / ".complete"
-    if marker.exists() and any(libs.glob("kafka_*.jar")):
+    # kafka-tools (kafka-topics.sh's TopicCommand, for the Kafka image) joined the classpath later: refetch
+    if marker.exists() and any(libs.glob("kafka_*.jar")) and any(libs.glob("kafka-tools-[0-9]*.jar")):
         return libs
     mvn = shutil.which("mvn")
     if mvn is None:
