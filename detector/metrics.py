@@ -54,7 +54,7 @@ class DetectorMetrics:
                          ["topic", "partition"], registry=r)
         self.threshold = Gauge("detector_model_threshold", "Score above which a record alerts", registry=r)
         self.model = Info("detector_model", "The loaded model bundle", registry=r)
-        self.device = Info("detector_device", "Where scoring runs", registry=r)
+        self.device = Info("detector_device", "Where scoring runs (device and Keras backend)", registry=r)
         self.ready = Gauge("detector_ready", "1 when the model is loaded and partitions are assigned", registry=r)
         self.paused = Gauge("detector_consumption_paused", "1 while input is paused because outputs fail",
                             registry=r)

@@ -41,16 +41,9 @@ from detector.scoring import ScoredBatch
 from detector.settings import DetectorSettings
 from detector.shadow import Shadow, ShadowBatch
 from detector.source import InputBatch, InputSource
-from training import store
+from training import backend, store
 
 log = logging.getLogger(__name__)
-
-
-def scoring_device() -> str:
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    return f"GPU:{gpus[0].name.rsplit(':', 1)[-1]}" if gpus else "CPU"
 
 
 class Detector:
@@ -61,7 +54,7 @@ class Detector:
         self.parser = Parser(self.schema, settings.max_message_bytes)
         self.labels = LabelTally(self.schema)
         self.metrics = DetectorMetrics(self.live.threshold)
-        self.device = scoring_device()
+        self.device = backend.device()
         self.metrics.describe_model(self.live.bundle.manifest, self.live.threshold)
         self.shadow = (Shadow(self._load(settings.shadow_model), self.metrics, topic=settings.shadow_topic)
                        if settings.shadow_model is not None else None)
@@ -70,7 +63,7 @@ class Detector:
         if settings.model_poll_s > 0 and store.is_store(settings.model):
             self.watcher = ModelWatcher(settings.model, self.live.path, self._load, settings.model_poll_s,
                                         self.metrics)
-        self.metrics.device.info({"device": self.device})
+        self.metrics.device.info({"device": self.device, "backend": backend.name()})
         self.stop_event = threading.Event()
         self.auth = AuthWatch(settings.kafka.client_config(), settings.kafka.connect_timeout_s)
         self.in_batch = False
@@ -123,7 +116,8 @@ class Detector:
         self._update_ready()
         if self.watcher is not None:
             self.watcher.start()
-        log.info("model %s (threshold %.6g) ready on %s", self.live.version, self.live.threshold, self.device)
+        log.info("model %s (threshold %.6g) ready on %s (Keras backend %s)", self.live.version, self.live.threshold,
+                 self.device, backend.name())
 
     @property
     def source_assigned(self) -> set[tuple[str, int]]:

@@ -3,8 +3,9 @@
 Training and the detector must agree to the last bit on what a row looks like to the model, so there is
 one implementation: :meth:`Preprocessor.encode_categories` maps category strings to integer ids (a
 dictionary lookup, vectorised with pandas; strings have no business on a GPU) and
-:meth:`Preprocessor.transform_tf` does the numeric part in TensorFlow ops, which the detector compiles
-into its scoring function and training calls eagerly on whole arrays.
+:meth:`Preprocessor.transform_ops` does the numeric part in ``keras.ops``, which the detector compiles
+into its scoring function on whichever Keras backend runs (TensorFlow, JAX, torch) and training calls
+eagerly on whole arrays.
 
 Numeric features the schema marks ``log_scale`` (counts and byte totals: heavy-tailed, src_bytes spans 0
 to 7e8) pass through ``log1p`` before min-max scaling; rates and flags are scaled as they are. Scaling uses
@@ -19,15 +20,12 @@ import dataclasses
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from core.schema import RecordSchema, kdd99
-
-if TYPE_CHECKING:
-    import tensorflow as tf
 
 FORMAT = "kdd-preprocessing"
 VERSION = 1
@@ -128,30 +126,33 @@ class Preprocessor:
     def numeric_matrix(self, features: pd.DataFrame) -> np.ndarray:
         return _numeric_matrix(features, self.numeric)
 
-    def transform_tf(self, numeric: tf.Tensor, category_ids: tf.Tensor) -> tf.Tensor:
+    def transform_ops(self, numeric: Any, category_ids: Any) -> Any:
         """Model input from raw numerics (``n x numeric`` float32) and category ids (``n x categoricals`` int32).
 
-        Pure TensorFlow ops with constants baked in, so it compiles into the detector's scoring function.
+        Backend-neutral ``keras.ops`` with constants baked in, so it compiles into the detector's scoring
+        function on any backend and evaluates identically to training's eager call.
         """
-        import tensorflow as tf
+        from keras import ops
 
-        log_mask = tf.constant(self.log_scaled, dtype=tf.bool)
-        lo = tf.constant(self.minimum, dtype=tf.float32)
         span = np.asarray(self.maximum, dtype=np.float64) - np.asarray(self.minimum, dtype=np.float64)
         # A feature constant on normal traffic keeps unit scale: any deviation from it is a deviation.
-        scale = tf.constant(np.where(span > 0, span, 1.0), dtype=tf.float32)
-        x = tf.cast(numeric, tf.float32)
-        x = tf.where(log_mask, tf.math.log1p(tf.maximum(x, 0.0)), x)
-        x = tf.clip_by_value((x - lo) / scale, self.clip_low, self.clip_high)
+        scale = np.where(span > 0, span, 1.0).astype(np.float32)
+        lo = np.asarray(self.minimum, dtype=np.float32)
+        x = ops.cast(numeric, "float32")
+        x = ops.where(np.asarray(self.log_scaled, dtype=bool), ops.log1p(ops.maximum(x, 0.0)), x)
+        x = ops.clip((x - lo) / scale, self.clip_low, self.clip_high)
         blocks = [x]
         for j, size in enumerate(self.vocab_sizes):
-            blocks.append(tf.one_hot(category_ids[:, j], size, dtype=tf.float32))
-        return tf.concat(blocks, axis=1)
+            blocks.append(ops.one_hot(category_ids[:, j], size, dtype="float32"))
+        return ops.concatenate(blocks, axis=1)
 
     def transform(self, features: pd.DataFrame) -> np.ndarray:
-        """Model input for a frame of typed features (training, evaluation): the same TF ops, run eagerly."""
+        """Model input for a frame of typed features (training, evaluation): the same ops, run eagerly."""
+        from keras import ops
+
         ids, _ = self.encode_categories(features)
-        return self.transform_tf(self.numeric_matrix(features).astype(np.float32), ids).numpy()
+        x = self.transform_ops(self.numeric_matrix(features).astype(np.float32), ids)
+        return np.asarray(ops.convert_to_numpy(x))
 
     # ---------------------------------------------------------------------------------- persistence
     def to_dict(self) -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """Anomaly score: mean squared reconstruction error of the preprocessed row, higher is more anomalous.
 
 Scoring is kept apart from deciding (the threshold lives in the bundle; ``core.decision`` applies it).
-The whole path from raw numerics and category ids to score is one ``tf.function`` so that evaluation
-and the detector run literally the same graph, on the GPU when one is present. Batches are padded to
-power-of-two buckets: the function sees a handful of shapes, never one per micro-batch size.
+The whole path from raw numerics and category ids to score is one compiled function, written in
+``keras.ops`` and compiled for the active Keras backend (``training.backend``: TensorFlow by default, JAX or
+torch where installed), so evaluation and the detector run the same computation, on the GPU when one is
+present. Batches are padded to power-of-two buckets: the function sees a handful of shapes, never one per
+micro-batch size.
 
 Besides the score, each row gets an error per *source* feature (a categorical's one-hot block is summed
 into its feature), which is what an alert shows an analyst as the reason.
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from training import backend
 from training.preprocessing import UNKNOWN, Preprocessor
 
 MIN_BUCKET = 64
@@ -42,31 +45,23 @@ class Scorer:
     """Model + preprocessing compiled into one scoring function."""
 
     def __init__(self, model: Any, preprocessor: Preprocessor, *, max_bucket: int = 1 << 14) -> None:
-        import tensorflow as tf
-
         self.model = model
         self.preprocessor = preprocessor
         self.schema = preprocessor.schema
         self.max_bucket = max_bucket
-        self.group = tf.constant(_feature_groups(preprocessor), dtype=tf.float32)
+        self.group = _feature_groups(preprocessor)
         self.width = preprocessor.width
         self.traces = 0
-        self._fn = tf.function(
-            self._score_graph,
-            input_signature=[
-                tf.TensorSpec([None, len(self.schema.numeric)], tf.float32, name="numeric"),
-                tf.TensorSpec([None, len(self.schema.categorical)], tf.int32, name="category_ids"),
-            ],
-        )
+        self._fn = backend.compile_scoring(self._score_graph, len(self.schema.numeric), len(self.schema.categorical))
 
     def _score_graph(self, numeric: Any, category_ids: Any) -> tuple[Any, Any, Any]:
-        import tensorflow as tf
+        from keras import ops
 
-        self.traces += 1  # Python side effect: runs only while tracing
-        x = self.preprocessor.transform_tf(numeric, category_ids)
+        self.traces += 1  # Python side effect: counts traces where the backend traces (TensorFlow, JAX)
+        x = self.preprocessor.transform_ops(numeric, category_ids)
         r = self.model(x, training=False)
-        sq = tf.square(r - x)
-        return tf.reduce_mean(sq, axis=1), tf.matmul(sq, self.group), r
+        sq = ops.square(r - x)
+        return ops.mean(sq, axis=1), ops.matmul(sq, self.group), r
 
     def score_arrays(self, numeric: np.ndarray, category_ids: np.ndarray) -> Scores:
         """Score rows given raw numerics and category ids (schema order), padding to bucket sizes."""
@@ -83,9 +78,9 @@ class Scorer:
                 num = np.concatenate([num, np.zeros((size - m, num.shape[1]), dtype=num.dtype)])
                 ids = np.concatenate([ids, np.zeros((size - m, ids.shape[1]), dtype=ids.dtype)])
             s, f, r = self._fn(num.astype(np.float32, copy=False), ids.astype(np.int32, copy=False))
-            scores.append(s.numpy()[:m])
-            feats.append(f.numpy()[:m])
-            recs.append(r.numpy()[:m])
+            scores.append(s[:m])
+            feats.append(f[:m])
+            recs.append(r[:m])
         if not scores:
             empty = np.zeros((0,), np.float32)
             return Scores(empty, np.zeros((0, self.schema.n_features), np.float32),

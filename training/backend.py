@@ -1,0 +1,75 @@
+"""Which Keras backend scores, and how a scoring function is compiled for it.
+
+Training stays on TensorFlow. Scoring runs on whichever backend Keras was started with (``KERAS_BACKEND``:
+``tensorflow`` by default, ``jax`` or ``torch`` where installed), so one ``.keras`` bundle scores where
+TensorFlow's GPU wheels are missing or lag the CUDA release. The scoring code itself is written once in
+``keras.ops``; only this module tells the backends apart: how to compile (``tf.function`` with a fixed
+signature, ``jax.jit``, torch in inference mode), how arrays go in and out, and which device is used.
+Nothing here imports TensorFlow unless TensorFlow is the backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+ScoringFn = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, ...]]
+
+
+def name() -> str:
+    import keras
+
+    return str(keras.backend.backend())
+
+
+def compile_scoring(fn: Callable[[Any, Any], tuple[Any, ...]], n_numeric: int, n_categorical: int) -> ScoringFn:
+    """``fn(numeric, category_ids)`` in keras.ops -> a function of numpy arrays returning numpy arrays."""
+    backend = name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        compiled = tf.function(fn, input_signature=[
+            tf.TensorSpec([None, n_numeric], tf.float32, name="numeric"),
+            tf.TensorSpec([None, n_categorical], tf.int32, name="category_ids"),
+        ])
+        return lambda numeric, ids: tuple(t.numpy() for t in compiled(numeric, ids))
+    if backend == "jax":
+        import jax
+
+        jitted = jax.jit(fn)
+        return lambda numeric, ids: tuple(np.asarray(t) for t in jitted(numeric, ids))
+    if backend == "torch":
+        import keras
+        import torch
+
+        def run_torch(numeric: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, ...]:
+            with torch.inference_mode():  # keras' torch tensors land on its device (the GPU when present)
+                out = fn(keras.ops.convert_to_tensor(numeric), keras.ops.convert_to_tensor(ids))
+                return tuple(t.detach().cpu().numpy() for t in out)
+
+        return run_torch
+    import keras
+
+    return lambda numeric, ids: tuple(keras.ops.convert_to_numpy(t) for t in fn(numeric, ids))
+
+
+def device() -> str:
+    """The device scoring runs on, as the detector reports it (``CPU`` or ``GPU:0``)."""
+    backend = name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        return f"GPU:{gpus[0].name.rsplit(':', 1)[-1]}" if gpus else "CPU"
+    if backend == "jax":
+        import jax
+
+        dev = jax.devices()[0]
+        return "CPU" if dev.platform == "cpu" else f"GPU:{dev.id}"
+    if backend == "torch":
+        import torch
+
+        return f"GPU:{torch.cuda.current_device()}" if torch.cuda.is_available() else "CPU"
+    return "CPU"
