@@ -30,6 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.records import DATA_ENV  # noqa: E402
+from core.settings import MODEL_DIR  # noqa: E402
 
 log = logging.getLogger("gpu_check")
 BATCH_SIZES = (2048, 4096, 8192, 16384, 32768, 65536)
@@ -106,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("reference", "run"):
         p = sub.add_parser(name)
-        p.add_argument("--bundle", type=Path, default=Path(os.environ.get("MODEL_DIR", "artifacts/model")),
-                       help="model bundle (env MODEL_DIR)")
+        p.add_argument("--bundle", type=Path, default=Path(os.environ.get(MODEL_DIR, "artifacts/model")),
+                       help=f"model bundle (env {MODEL_DIR})")
         p.add_argument("--data", type=Path, default=None, help=f"data file (env {DATA_ENV}; default: the shared file)")
         p.add_argument("--limit", type=int, default=None, help="first N lines only")
     sub.choices["reference"].add_argument("--out", type=Path, default=Path("build/gpu-check/reference.npz"))
