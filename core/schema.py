@@ -117,6 +117,11 @@ class RecordSchema:
         """
         n = len(numeric)
         lo, hi = self.bounds()
+        with np.errstate(invalid="ignore"):
+            in_bounds = (numeric >= lo) & (numeric <= hi)  # False for NaN; with finite bounds, for infinities
+        empty_category = any((np.asarray(c, dtype=object) == "").any() for c in categories)
+        if np.isfinite(hi).all() and in_bounds.all() and not empty_category:
+            return np.full(n, None, dtype=object)  # the common batch: one pass, no per-cell codes
         code = np.zeros((n, self.n_features), dtype=np.int8)  # 0 ok, else an index into _MESSAGES
         num_pos = [i for i, f in enumerate(self.features) if f.kind == NUMERIC]
         cat_pos = [i for i, f in enumerate(self.features) if f.kind == CATEGORICAL]

@@ -225,6 +225,7 @@ class Detector:
         parsed = self.parser.parse_safe(batch.values)
         t_parse = time.perf_counter()
         scored = live.scoring.score(parsed)
+        t_score = time.perf_counter()
         flagged = flagged_rows(scored.scores, live.threshold)
         mask = np.zeros(len(scored.scores), dtype=bool)
         mask[flagged] = True
@@ -236,11 +237,11 @@ class Detector:
         shadow = self.shadow.score(batch.records, parsed, scored, live.threshold) if self.shadow else None
         if shadow is not None:
             outputs += shadow.outputs
-        t_score = time.perf_counter()
+        t_alerts = time.perf_counter()
         produce_s, commit_s = self.checkpoint.commit(outputs, batch.offsets,
                                                      lambda: self._account(batch, parsed, scored, shadow, tally))
         for stage, seconds in (("poll", t_poll - t0), ("parse", t_parse - t_poll), ("score", t_score - t_parse),
-                               ("produce", produce_s), ("commit", commit_s)):
+                               ("alerts", t_alerts - t_score), ("produce", produce_s), ("commit", commit_s)):
             self.metrics.stage.labels(stage=stage).observe(seconds)
 
     def _account(self, batch: InputBatch, parsed: ParsedBatch, scored: ScoredBatch, shadow: ShadowBatch | None,

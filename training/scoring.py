@@ -4,8 +4,8 @@ Scoring is kept apart from deciding (the threshold lives in the bundle; ``core.d
 The whole path from raw numerics and category ids to score is one compiled function, written in
 ``keras.ops`` and compiled for the active Keras backend (``training.backend``: TensorFlow by default, JAX or
 torch where installed), so evaluation and the detector run the same computation, on the GPU when one is
-present. Batches are padded to power-of-two buckets: the function sees a handful of shapes, never one per
-micro-batch size.
+present. Batches are padded to buckets (powers of two, then multiples of 1,024): the function sees a
+bounded set of shapes, never one per micro-batch size.
 
 Besides the score, each row gets an error per *source* feature (a categorical's one-hot block is summed
 into its feature), which is what an alert shows an analyst as the reason.
@@ -24,10 +24,17 @@ from training import backend
 from training.preprocessing import UNKNOWN, Preprocessor
 
 MIN_BUCKET = 64
+STEP = 1024  # above this, buckets are multiples of it: a 5,000-row batch pads to 5,120, not 8,192
 
 
 def bucket_size(n: int, max_bucket: int = 1 << 16) -> int:
-    """Smallest power of two >= n (at least MIN_BUCKET); above ``max_bucket`` callers chunk."""
+    """Rows to pad ``n`` to: a power of two up to STEP (at least MIN_BUCKET), then the next multiple of STEP.
+
+    Compiled functions see few shapes (at most ``max_bucket / STEP`` + 5), and padding wastes at most one
+    STEP of rows; plain powers of two wasted up to half a batch. Above ``max_bucket`` callers chunk.
+    """
+    if n > STEP:
+        return min(-(-n // STEP) * STEP, max(max_bucket, STEP))
     size = MIN_BUCKET
     while size < n and size < max_bucket:
         size <<= 1
