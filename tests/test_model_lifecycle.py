@@ -85,6 +85,7 @@ def test_hot_swap_under_a_steady_replay_scores_every_record_once(
         assert det.total("detector_records_scored_total") == det.total("detector_records_consumed_total") == n
         assert det.total("detector_model_swaps_total") == 1  # the corrupt one never went in
         assert "refusing model bundle" in (tmp_path / "detector.log").read_text()
+        published = int(det.total("detector_alerts_total"))  # the drain below waits for exactly these
         assert det.stop() == 0
 
     where = {int(m.key()): (m.partition(), m.offset()) for m in drain(kafka_bootstrap, topic, n)}
@@ -93,7 +94,8 @@ def test_hot_swap_under_a_steady_replay_scores_every_record_once(
     scores_a = load_bundle(root / a).scorer().score_frame(data.features).score
     assert scores_a.min() > 1e-30  # so the second model alerts on every record it scores
     flagged_a = set(data.record_ids[is_anomalous(scores_a, load_bundle(root / a).threshold)].tolist())
-    docs = alert_docs(drain(kafka_bootstrap, alerts, n))
+    docs = alert_docs(drain(kafka_bootstrap, alerts, published))
+    assert len(docs) == published
     versions = {d["model_version"] for d in docs}
     assert versions == {load_bundle(root / a).version, load_bundle(root / b).version}
     by_b = Counter(int(d["record_id"]) for d in docs if d["model_version"].endswith("-all"))
