@@ -36,10 +36,24 @@ class LabelTally:
         return found
 
     def tally(self, records: list[Any], rows: np.ndarray, flagged: np.ndarray) -> Counter[tuple[str, str]] | None:
-        """(family, decision) counts of the scored rows (batch positions ``rows``; ``flagged`` aligned with them)."""
+        """(family, decision) counts of the scored rows (batch positions ``rows``; ``flagged`` aligned with them).
+
+        Per record only C-level work (the header list, a dict of it, a lookup); the raw labels are grouped
+        first, so decoding, normalising and the family lookup run once per distinct label, not per record.
+        """
         if not len(rows) or headers.header(records[int(rows[0])].headers(), headers.LABEL) is None:
             return None
+        name = headers.LABEL
+        raw = [dict(records[pos].headers() or ()).get(name) for pos in rows.tolist()]
+        codes: dict[bytes | None, int] = {}
+        group = np.fromiter(map(codes.setdefault, raw, range(len(raw))), dtype=np.int64, count=len(raw))
+        _, group = np.unique(group, return_inverse=True)  # first-seen positions -> dense 0..k-1
+        distinct = sorted(codes, key=codes.__getitem__)
+        counts = np.bincount(group * 2 + np.asarray(flagged, dtype=np.int64), minlength=2 * len(distinct))
         out: Counter[tuple[str, str]] = Counter()
-        for pos, hit in zip(rows.tolist(), flagged.tolist(), strict=True):
-            out[(self.family(headers.header(records[pos].headers(), headers.LABEL)), ALERT if hit else PASS)] += 1
+        for k, value in enumerate(distinct):
+            family = self.family(headers.header([(name, value)], name))
+            for decision, n in ((PASS, counts[2 * k]), (ALERT, counts[2 * k + 1])):
+                if n:
+                    out[(family, decision)] += int(n)
         return out

@@ -48,7 +48,8 @@ def _replayer(s: ProducerSettings) -> Replayer:
     if s.metrics_port is not None:
         metrics = ProducerMetrics()
         metrics.serve(s.metrics_port)
-    return Replayer(conf, s.topic, source, rate=s.rate, progress=s.progress, metrics=metrics)
+    return Replayer(conf, s.topic, source, rate=s.rate, progress=s.progress, metrics=metrics,
+                    label_header=s.label_header)
 
 
 def main(argv: list[str] | None = None) -> int:

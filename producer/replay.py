@@ -66,8 +66,10 @@ class ReplayResult:
 
 class Replayer:
     def __init__(self, client_config: dict[str, Any], topic: str, source: SourceOptions, rate: float,
-                 progress: bool | None = None, metrics: ProducerMetrics | None = None) -> None:
+                 progress: bool | None = None, metrics: ProducerMetrics | None = None,
+                 label_header: bool = True) -> None:
         self.topic = topic
+        self.label_header = label_header
         self.source = source
         self.pacer = Pacer(rate)
         self.config = {**PRODUCER_DEFAULTS, **client_config}  # a copy: never mutate the caller's dict
@@ -123,7 +125,7 @@ class Replayer:
                         exhausted = True
                         break
                     headers = [(RECORD_ID, str(rec.record_id).encode())]
-                    if rec.label is not None:
+                    if rec.label is not None and self.label_header:
                         headers.append((LABEL, rec.label.encode()))
                     while True:
                         try:

@@ -38,3 +38,6 @@ class ProducerSettings(Settings):
     replication_factor: int = Field(1, ge=1, description="replication factor if creating the topic")
     metrics_port: int | None = Field(None, ge=0, le=65_535, description="serve Prometheus metrics on this port")
     progress: bool | None = Field(None, description="progress bar (default: on a terminal only)")
+    label_header: bool = Field(True, description="send each record's label as the 'label' header (live evaluation "
+                                                 "counts; never scored); --no-label-header replays as production "
+                                                 "traffic arrives")

@@ -4,7 +4,9 @@
 
 1. Pre-fills a topic with N (default 1,000,000) replayed records: the 10% file looped, attacks
    subsampled to 1% of the stream as the lab did (a realistic share; with the raw file's 80% attacks
-   nearly every record would be an alert).
+   nearly every record would be an alert). With label headers, as a labelled replay carries them (the
+   detector then counts decisions by label family, which reads every record's headers); ``--no-labels``
+   without, as production traffic arrives.
 2. ``raw_consume_rps``: a consumer with the detector's client settings drains it and discards.
 3. ``detector_rps``: the detector (the service's own code, in this process) drains it: parse, score,
    publish alerts, commit. ``ratio`` = detector / raw. Steps 2 and 3 alternate ``--runs`` times (default 3),
@@ -46,9 +48,10 @@ from scripts import harness
 log = logging.getLogger("bench_detector")
 
 
-def prefill(bootstrap: str, topic: str, data: Path, n: int) -> None:
+def prefill(bootstrap: str, topic: str, data: Path, n: int, labels: bool = True) -> None:
     source = SourceOptions(data=data, loop=True, limit=n, anomaly_fraction=0.01)
-    res = Replayer({"bootstrap.servers": bootstrap}, topic, source, rate=0.0, progress=False).run()
+    res = Replayer({"bootstrap.servers": bootstrap}, topic, source, rate=0.0, progress=False,
+                   label_header=labels).run()
     if res.delivered != n:
         raise RuntimeError(f"pre-fill delivered {res.delivered} of {n}")
 
@@ -139,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=10_000)
     p.add_argument("--latency-seconds", type=float, default=30)
     p.add_argument("--partitions", type=int, default=6)
+    p.add_argument("--no-labels", action="store_true",
+                   help="pre-fill without label headers, as production traffic arrives (no live-evaluation tally)")
     p.add_argument("--runs", type=int, default=3, help="alternating raw/detector drain pairs (median reported)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -150,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         harness.create_topics(bootstrap, (topic, args.partitions))
         log.info("pre-filling %s with %d records", topic, args.records)
         t0 = time.monotonic()
-        prefill(bootstrap, topic, args.data, args.records)
+        prefill(bootstrap, topic, args.data, args.records, labels=not args.no_labels)
         log.info("pre-filled in %.0fs", time.monotonic() - t0)
         settings = DetectorSettings(kafka=KafkaSettings(bootstrap_servers=bootstrap), input_topic=topic,
                                     alert_topic=harness.unique("bench-alerts"), model=args.model,
@@ -160,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         log.info("latency at %.0f/s offered: p50 %.1f ms, p99 %.1f ms", lat["offered_rps"], lat["p50_ms"],
                  lat["p99_ms"])
     print(json.dumps({
-        "benchmark": "detector", "records": args.records, **drains, "p50_ms": round(lat["p50_ms"], 1),
+        "benchmark": "detector", "records": args.records, "label_headers": not args.no_labels, **drains,
+        "p50_ms": round(lat["p50_ms"], 1),
         "p99_ms": round(lat["p99_ms"], 1), "latency_offered_rps": lat["offered_rps"], "latency_alerts": lat["alerts"],
         "batch_size": settings.batch_size, "batch_timeout_ms": settings.batch_timeout_ms,
     }))
