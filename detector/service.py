@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 class Detector:
     def __init__(self, settings: DetectorSettings) -> None:
         self.settings = settings
+        backend.limit_threads(settings.scoring_threads)
         self.live: LiveModel = self._load(store.resolve(settings.model), same_schema=False)
         self.schema = self.live.bundle.schema
         self.parser = Parser(self.schema, settings.max_message_bytes)

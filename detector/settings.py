@@ -55,6 +55,9 @@ class DetectorSettings(Settings):
     auto_offset_reset: Literal["earliest", "latest"] = Field("earliest", description="where a new group starts")
     retry_backoff_max_s: float = Field(5.0, gt=0, le=300,
                                        description="longest wait between retries of undeliverable outputs")
+    scoring_threads: int = Field(1, ge=0, le=1024,
+                                 description="CPU threads the scoring backend may use (0 = its default, all cores); "
+                                             "1 leaves the other cores to the Kafka client's threads")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
 
     @model_validator(mode="after")

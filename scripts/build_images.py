@@ -137,12 +137,14 @@ def fill_wheelhouse(tensorflow: str) -> bool:
 
 
 def kafka_context() -> Path:
-    """libs/ (the launcher's Maven jars) and image/ (entrypoint, tools, logging) in one folder."""
+    """libs/ (the launcher's broker jars), tools/ (kafka-tools, for kafka-topics.sh) and image/ (entrypoint,
+    scripts, logging) in one folder."""
     from deploy.kafka import local_kafka
 
     context = STAGING / "kafka"
     shutil.rmtree(context, ignore_errors=True)
     shutil.copytree(local_kafka.ensure_jars(), context / "libs")
+    shutil.copytree(local_kafka.ensure_tool_jars(), context / "tools")
     shutil.copytree(REPO / "deploy" / "kafka" / "image", context / "image")
     return context
 

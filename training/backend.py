@@ -10,6 +10,8 @@ Nothing here imports TensorFlow unless TensorFlow is the backend.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -53,6 +55,34 @@ def compile_scoring(fn: Callable[[Any, Any], tuple[Any, ...]], n_numeric: int, n
     import keras
 
     return lambda numeric, ids: tuple(keras.ops.convert_to_numpy(t) for t in fn(numeric, ids))
+
+
+def limit_threads(n: int) -> None:
+    """At most ``n`` CPU threads for scoring (0: the backend's default). Call before the backend runs anything.
+
+    On a small machine the detector's main thread, the Kafka client's threads and the backend's thread pool
+    share the cores; TensorFlow's pool spins between operations and took a core from the Kafka client:
+    with one thread, the drain ratio went from 0.63 to 0.76 and the poll stage from 1.7 to 1.1 us/record on
+    2 cores (scripts/bench_detector.py). A GPU does the arithmetic there anyway.
+    """
+    if n <= 0:
+        return
+    backend = name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(n)
+            tf.config.threading.set_inter_op_parallelism_threads(n)
+        except RuntimeError:  # the runtime already started (a second detector in one process): keep its pools
+            return
+    elif backend == "torch":
+        import torch
+
+        torch.set_num_threads(n)
+    elif backend == "jax" and "jax" not in sys.modules:
+        flags = os.environ.get("XLA_FLAGS", "")
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads={n}"
 
 
 def device() -> str:
