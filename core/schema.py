@@ -108,18 +108,21 @@ class RecordSchema:
         return np.array([f.minimum for f in num]), np.array([f.maximum for f in num])
 
     # -------------------------------------------------------------------------------------- rules
-    def faults(self, numeric: np.ndarray, categories: Sequence[np.ndarray]) -> np.ndarray:
+    def faults(self, numeric: np.ndarray, categories: Sequence[np.ndarray], *,
+               empty_categories: bool | None = None) -> np.ndarray:
         """Per row, ``None`` when acceptable, else the first faulty field in feature order and what is wrong.
 
         ``numeric`` is ``n x len(numeric)`` float64 (NaN where text did not parse as a number);
         ``categories`` one array of stripped strings per categorical feature. Whole-matrix numpy: this runs
-        on every micro-batch and on every file read.
+        on every micro-batch and on every file read. ``empty_categories``: whether any category is empty, when
+        the caller already knows (a dictionary-encoded column answers from its few distinct values).
         """
         n = len(numeric)
         lo, hi = self.bounds()
         with np.errstate(invalid="ignore"):
             in_bounds = (numeric >= lo) & (numeric <= hi)  # False for NaN; with finite bounds, for infinities
-        empty_category = any((np.asarray(c, dtype=object) == "").any() for c in categories)
+        empty_category = (any((np.asarray(c, dtype=object) == "").any() for c in categories)
+                          if empty_categories is None else empty_categories)
         if np.isfinite(hi).all() and in_bounds.all() and not empty_category:
             return np.full(n, None, dtype=object)  # the common batch: one pass, no per-cell codes
         code = np.zeros((n, self.n_features), dtype=np.int8)  # 0 ok, else an index into _MESSAGES

@@ -30,6 +30,13 @@ def _iso(ms: int | None) -> str | None:
     return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds")
 
 
+def _iso_many(ms: list[int | None]) -> list[str | None]:
+    """:func:`_iso` for a batch of timestamps in one numpy call (``...T04:12:00.123+00:00``, the same text)."""
+    known = np.array([m if m is not None and m > 0 else 0 for m in ms], dtype="datetime64[ms]")
+    text = np.char.add(np.datetime_as_string(known, unit="ms"), "+00:00").tolist()
+    return [t if m is not None and m > 0 else None for t, m in zip(text, ms, strict=True)]
+
+
 class AlertBuilder:
     def __init__(self, topic: str, threshold: float, model_version: str, scorer: Scorer, kind: str = "alert",
                  ranker: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
@@ -46,17 +53,21 @@ class AlertBuilder:
         if not len(flagged) or scored.result is None:
             return []
         reasons = self.scorer.explain(scored.result, flagged, parsed.columns(flagged))
-        now_ms = int(time.time() * 1000)
+        now = _iso(int(time.time() * 1000))  # one detection time per batch: the batch is decided at once
         ranks = self.ranker(scored.scores[flagged]).tolist() if self.ranker is not None else [None] * len(flagged)
         cats = [dict(zip(parsed.schema.categorical, values, strict=True))
                 for values in zip(*(c[flagged].tolist() for c in parsed.categories), strict=True)]
         if not parsed.categories:
             cats = [{} for _ in flagged]
-        return [self.alert(records[int(parsed.index[j])], float(scored.scores[j]), reasons[k], now_ms, ranks[k],
-                           cats[k]) for k, j in enumerate(flagged)]
+        msgs = [records[i] for i in parsed.index[flagged].tolist()]
+        stamps = [ts if ts_type else None for ts_type, ts in map(type(msgs[0]).timestamp, msgs)]
+        return [self.alert(msg, score, reason, now, event, rank, cat) for msg, score, reason, event, rank, cat in
+                zip(msgs, scored.scores[flagged].astype(np.float64).tolist(), reasons, _iso_many(stamps), ranks, cats,
+                    strict=True)]
 
-    def alert(self, msg: Any, score: float, top_features: list[dict[str, Any]], now_ms: int,
-              normal_rank: float | None = None, categories: dict[str, str] | None = None) -> OutMessage:
+    def alert(self, msg: Any, score: float, top_features: list[dict[str, Any]], detected: str | None,
+              event_time: str | None, normal_rank: float | None = None,
+              categories: dict[str, str] | None = None) -> OutMessage:
         ts_type, ts = msg.timestamp()
         in_headers = msg.headers()
         key = msg.key()
@@ -71,8 +82,8 @@ class AlertBuilder:
             "schema": SCHEMA_ID,
             "record_id": record_id,
             "source": {"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()},
-            "event_time": _iso(ts if ts_type else None),
-            "detection_time": _iso(now_ms),
+            "event_time": event_time,
+            "detection_time": detected,
             "score": score,
             "threshold": float(self.threshold),
             "severity": score / float(self.threshold),  # unrounded: just over the line is still > 1

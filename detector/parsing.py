@@ -77,7 +77,10 @@ class Parser:
     def __init__(self, schema: RecordSchema, max_bytes: int = 16_384) -> None:
         self.schema = schema
         self.max_bytes = max_bytes
-        types = {f.name: (pa.string() if f.kind == "categorical" else pa.float64()) for f in schema.features}
+        # categoricals dictionary-encoded by the reader: a batch holds a few dozen distinct services, so strings
+        # are made (and trimmed) once per distinct value, not once per row
+        cat_type = pa.dictionary(pa.int32(), pa.string())
+        types = {f.name: (cat_type if f.kind == "categorical" else pa.float64()) for f in schema.features}
         self._read = pacsv.ReadOptions(column_names=list(schema.names), use_threads=False, block_size=1 << 24)
         self._parse = pacsv.ParseOptions(quote_char=False, newlines_in_values=False, ignore_empty_lines=False)
         self._convert = pacsv.ConvertOptions(column_types=types, strings_can_be_null=False,
@@ -147,9 +150,21 @@ class Parser:
     def _from_table(self, table: pa.Table, idx: np.ndarray) -> _Part:
         # (features, rows) contiguous, then transposed: one copy per column instead of column_stack's two
         numeric = np.stack([table.column(name).to_numpy() for name in self.schema.numeric]).T
-        cats = [pc.utf8_trim_whitespace(table.column(name)).to_numpy(zero_copy_only=False)
-                for name in self.schema.categorical]
-        return self._keep_valid(numeric, cats, idx, self.schema.faults(numeric, cats))
+        if table.num_rows and table.column(0).num_chunks > 1:  # batches over block_size: one dictionary for all
+            table = table.unify_dictionaries()
+        cats: list[np.ndarray] = []
+        empty = False
+        for name in self.schema.categorical:
+            chunks = table.column(name).chunks
+            if not chunks:
+                cats.append(np.zeros(0, dtype=object))
+                continue
+            vocab = pc.utf8_trim_whitespace(chunks[0].dictionary).to_numpy(zero_copy_only=False)
+            codes = np.concatenate([c.indices.to_numpy() for c in chunks]) if len(chunks) > 1 \
+                else chunks[0].indices.to_numpy()
+            cats.append(vocab[codes])  # pointers to the distinct strings: no string built per row
+            empty = empty or bool((vocab == "").any())
+        return self._keep_valid(numeric, cats, idx, self.schema.faults(numeric, cats, empty_categories=empty))
 
     def _classify(self, values: Sequence[bytes | None]
                   ) -> tuple[list[bytes], list[int], list[int], list[Rejection], int]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -110,18 +111,15 @@ class Scorer:
             return []
         errors = scores.feature_error[rows]
         order = np.argsort(-errors, axis=1, kind="stable")[:, :top]
+        top_errors = np.take_along_axis(errors, order, axis=1).astype(np.float64).tolist()
         recon = self.reconstructed_values(scores.reconstruction[rows])
         names = self.schema.names
-        observed = {name: np.asarray(features[name]) for name in names}
-        out: list[list[dict[str, Any]]] = []
-        for r in range(len(rows)):
-            items = []
-            for j in order[r]:
-                name = names[j]
-                items.append({"feature": name, "error": float(errors[r, j]), "observed": _plain(observed[name][r]),
-                              "reconstructed": _plain(recon[name][r])})
-            out.append(items)
-        return out
+        # JSON-ready values per column in one C-level pass each; the per-alert loop only picks them
+        observed = [_plain_column(np.asarray(features[name])) for name in names]
+        rebuilt = [_plain_column(recon[name]) for name in names]
+        return [[{"feature": names[j], "error": e, "observed": observed[j][r], "reconstructed": rebuilt[j][r]}
+                 for j, e in zip(js, errs, strict=True)]
+                for r, (js, errs) in enumerate(zip(order.tolist(), top_errors, strict=True))]
 
     def reconstructed_values(self, reconstruction: np.ndarray) -> dict[str, np.ndarray]:
         """Map model outputs (rows x width) back to feature units: undo scaling and log1p; argmax per block."""
@@ -141,13 +139,12 @@ class Scorer:
         return values
 
 
-def _plain(v: Any) -> Any:
-    """numpy scalar -> JSON-ready Python value (rounded floats keep alerts readable)."""
-    if isinstance(v, (np.floating, float)):
-        return round(float(v), 6)
-    if isinstance(v, np.integer):
-        return int(v)
-    return v
+def _plain_column(values: np.ndarray) -> list[Any]:
+    """A column as JSON-ready Python values; floats rounded to 6 decimals (Python's ``round``, mapped in C), so
+    alerts stay readable."""
+    if values.dtype.kind == "f":
+        return list(map(round, values.astype(np.float64).tolist(), repeat(6)))
+    return values.tolist()  # ints and strings as they are
 
 
 def _feature_groups(p: Preprocessor) -> np.ndarray:
