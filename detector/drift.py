@@ -1,10 +1,10 @@
 """Drift: how far a sliding window of live traffic has moved from the training distribution, per feature.
 
 Per batch (every N-th record when ``--drift-sample-every`` > 1), each numeric value is placed in the
-training profile's bins and each category in its slot, one ``searchsorted``/``bincount`` per feature. The
-window keeps per-batch counts and subtracts the oldest as new ones arrive, so its cost does not grow
-with its length. Gauges are refreshed at most once a second: PSI per feature and the share of
-categories never seen in training.
+training profile's bins (one ``searchsorted`` per feature) and each category in its slot, then every
+feature's slots are counted in one ``bincount``. The window keeps per-batch counts and subtracts the
+oldest as new ones arrive, so its cost does not grow with its length. Gauges are refreshed at most once
+a second: PSI per feature and the share of categories never seen in training.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ class DriftMonitor:
         self.refresh_s = refresh_s
         self.sizes = [len(profile.edges[n]) + 1 for n in self.numeric] + [len(profile.shares[n])
                                                                            for n in self.categorical]
-        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)])
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.intp)
+        self.edges = [np.asarray(profile.edges[n], dtype=np.float64) for n in self.numeric]
         self.total = np.zeros(int(self.offsets[-1]), dtype=np.int64)
         self.batches: collections.deque[tuple[int, np.ndarray]] = collections.deque()
         self.rows = 0
@@ -44,14 +45,13 @@ class DriftMonitor:
         n = len(numeric)
         if n == 0:
             return
-        counts = np.zeros_like(self.total)
-        for j, name in enumerate(self.numeric):
-            bins = np.searchsorted(self.profile.edges[name], numeric[:, j], side="right")
-            counts[self.offsets[j]: self.offsets[j + 1]] = np.bincount(bins, minlength=self.sizes[j])
         k = len(self.numeric)
-        for j in range(len(self.categorical)):
-            counts[self.offsets[k + j]: self.offsets[k + j + 1]] = np.bincount(category_ids[:, j],
-                                                                               minlength=self.sizes[k + j])
+        bins = np.empty((k + len(self.categorical), n), dtype=np.intp)  # global slot of every value
+        for j, edges in enumerate(self.edges):
+            bins[j] = np.searchsorted(edges, numeric[:, j], side="right")
+        bins[k:] = category_ids.T
+        bins += self.offsets[:-1, None]
+        counts = np.bincount(bins.ravel(), minlength=len(self.total))  # every feature's bins in one pass
         self.batches.append((n, counts))
         self.total += counts
         self.rows += n

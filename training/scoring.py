@@ -114,12 +114,11 @@ class Scorer:
         top_errors = np.take_along_axis(errors, order, axis=1).astype(np.float64).tolist()
         recon = self.reconstructed_values(scores.reconstruction[rows])
         names = self.schema.names
-        # JSON-ready values per column in one C-level pass each; the per-alert loop only picks them
-        observed = [_plain_column(np.asarray(features[name])) for name in names]
-        rebuilt = [_plain_column(recon[name]) for name in names]
-        return [[{"feature": names[j], "error": e, "observed": observed[j][r], "reconstructed": rebuilt[j][r]}
-                 for j, e in zip(js, errs, strict=True)]
-                for r, (js, errs) in enumerate(zip(order.tolist(), top_errors, strict=True))]
+        observed = _top_values(self.schema.numeric, self.schema.categorical, names, features, order)
+        rebuilt = _top_values(self.schema.numeric, self.schema.categorical, names, recon, order)
+        return [[{"feature": names[j], "error": e, "observed": o, "reconstructed": c}
+                 for j, e, o, c in zip(js, errs, obs, rec, strict=True)]
+                for js, errs, obs, rec in zip(order.tolist(), top_errors, observed, rebuilt, strict=True)]
 
     def reconstructed_values(self, reconstruction: np.ndarray) -> dict[str, np.ndarray]:
         """Map model outputs (rows x width) back to feature units: undo scaling and log1p; argmax per block."""
@@ -139,12 +138,26 @@ class Scorer:
         return values
 
 
-def _plain_column(values: np.ndarray) -> list[Any]:
-    """A column as JSON-ready Python values; floats rounded to 6 decimals (Python's ``round``, mapped in C), so
-    alerts stay readable."""
-    if values.dtype.kind == "f":
-        return list(map(round, values.astype(np.float64).tolist(), repeat(6)))
-    return values.tolist()  # ints and strings as they are
+def _top_values(numeric: tuple[str, ...], categorical: tuple[str, ...], names: tuple[str, ...],
+                columns: pd.DataFrame | Mapping[str, np.ndarray], order: np.ndarray) -> list[list[Any]]:
+    """``columns[names[order[r, t]]][r]`` for every row and rank, JSON-ready: numbers rounded to 6 decimals
+    (Python's ``round``, only on the values picked), categories as text. Gathered with numpy, no per-cell
+    Python but the rounding."""
+    rows = np.arange(len(order))[:, None].repeat(order.shape[1], axis=1)
+    num_of = np.full(len(names), -1)
+    num_of[[names.index(n) for n in numeric]] = np.arange(len(numeric))
+    cat_of = np.full(len(names), -1)
+    cat_of[[names.index(n) for n in categorical]] = np.arange(len(categorical))
+    out = np.empty(order.shape, dtype=object)
+    is_num = num_of[order] >= 0
+    if is_num.any():
+        mat = np.column_stack([np.asarray(columns[n], dtype=np.float64) for n in numeric])
+        picked = mat[rows[is_num], num_of[order[is_num]]].tolist()
+        out[is_num] = list(map(round, picked, repeat(6)))
+    if (~is_num).any():
+        mat = np.column_stack([np.asarray(columns[n], dtype=object) for n in categorical])
+        out[~is_num] = mat[rows[~is_num], cat_of[order[~is_num]]]
+    return out.tolist()
 
 
 def _feature_groups(p: Preprocessor) -> np.ndarray:
