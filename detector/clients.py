@@ -9,7 +9,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError
 
-from core.kafka import KafkaConnectError, explain_auth_error, is_auth_error
+from core.kafka import CONSUMER_DEFAULTS, KafkaConnectError, explain_auth_error, is_auth_error
 from detector.settings import DetectorSettings
 
 log = logging.getLogger(__name__)
@@ -29,11 +29,7 @@ def client_configs(settings: DetectorSettings, stats_cb: Callable[[str], None] |
         "fetch.min.bytes": 1,
         "fetch.wait.max.ms": 10,
         "queued.max.messages.kbytes": 65536,
-        # Once the local queue reaches its thresholds, librdkafka (>= 2.2) stops fetching for this long. Its
-        # default, 1,000 ms, left the queue empty for ~20 ms at a time under backlog: 70 empty polls in a 4 s
-        # drain, the machine 55% idle, 139k records/s; with 10 ms, no empty poll and 199k/s (issue 15).
-        # Memory stays bounded by the thresholds above.
-        "fetch.queue.backoff.ms": 10,
+        **CONSUMER_DEFAULTS,
     }
     if settings.group_instance_id:
         consumer["group.instance.id"] = settings.group_instance_id

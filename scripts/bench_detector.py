@@ -88,7 +88,8 @@ def raw_consume_isolated(settings: DetectorSettings, n: int) -> float:
 
 
 def detector_drain(settings: DetectorSettings, n: int) -> tuple[float, str, dict[str, float], float]:
-    """Records/s, the scoring device, microseconds per record in each stage and the mean batch size."""
+    """Records/s, the scoring device, microseconds per record in each stage (and ``empty_polls``: polls that
+    returned nothing mid-drain) and the mean batch size."""
     from detector.metrics import STAGES
     from detector.service import Detector
 
@@ -96,11 +97,13 @@ def detector_drain(settings: DetectorSettings, n: int) -> tuple[float, str, dict
     det.start()
     handled = 0
     t0 = None
+    empty = 0  # polls that found nothing while records were waiting: the consumer starved (fetch settings)
     try:
         while handled < n:
             k = det.step()
             if k and t0 is None:
                 t0 = time.perf_counter()
+            empty += int(k == 0 and t0 is not None)
             handled += k
         elapsed = time.perf_counter() - (t0 or time.perf_counter())
     finally:
@@ -109,6 +112,7 @@ def detector_drain(settings: DetectorSettings, n: int) -> tuple[float, str, dict
     stages = {stage: 1e6 * (registry.get_sample_value("detector_stage_duration_seconds_sum", {"stage": stage}) or 0.0)
               / max(handled, 1) for stage in STAGES}
     batches = registry.get_sample_value("detector_batch_size_records_count") or 1.0
+    stages["empty_polls"] = float(empty)
     return handled / elapsed, det.device, stages, handled / batches
 
 
