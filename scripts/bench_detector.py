@@ -119,12 +119,14 @@ def detector_drain(settings: DetectorSettings, n: int) -> tuple[float, str, dict
 def alternate(settings: DetectorSettings, n: int, runs: int) -> dict[str, Any]:
     """Raw and detector drains, alternating, each in a group of its own; the median run and every ratio."""
     pairs = []
+    empty_polls: list[int] = []
     warm = raw_consume_isolated(settings.model_copy(update={"group_id": harness.unique("warm")}), n)
     log.info("warm-up raw drain (not counted): %.0f/s", warm)
     for i in range(runs):
         run = settings.model_copy(update={"group_id": harness.unique("bench")})
         raw = raw_consume_isolated(run, n)
         rps, device, stages, mean_batch = detector_drain(run, n)
+        empty_polls.append(int(stages.pop("empty_polls")))
         log.info("run %d/%d: raw %.0f/s, detector %.0f/s, ratio %.3f; mean batch %.0f; us/record %s", i + 1, runs,
                  raw, rps, rps / raw, mean_batch, {k: round(v, 2) for k, v in stages.items()})
         pairs.append((rps / raw, rps, raw, stages, mean_batch))
@@ -133,7 +135,8 @@ def alternate(settings: DetectorSettings, n: int, runs: int) -> dict[str, Any]:
     stage_us = {k: round(float(np.median([p[3][k] for p in pairs])), 3) for k in pairs[0][3]}
     return {"detector_rps": round(rps), "raw_consume_rps": round(raw), "ratio": round(ratio, 3),
             "ratios": [round(p[0], 3) for p in pairs], "ratio_median": round(ratio, 3),
-            "stage_us_per_record": stage_us, "mean_batch_records": round(mean_batch), "warmup_raw_rps": round(warm),
+            "stage_us_per_record": stage_us, "mean_batch_records": round(mean_batch), "empty_polls": empty_polls,
+            "warmup_raw_rps": round(warm),
             "device": device}
 
 
