@@ -26,7 +26,7 @@ from confluent_kafka.admin import AdminClient, ClusterMetadata
 
 from core.decision import flagged_rows
 from core.health import HealthServer
-from core.heap import freeze_long_lived, refreeze
+from core.heap import freeze_long_lived
 from core.kafka import admin_config, check_connection, ensure_topic, redacted
 from detector.checkpoint import AtLeastOnce, Checkpoint, ExactlyOnce
 from detector.clients import AuthWatch, client_configs
@@ -51,6 +51,8 @@ class Detector:
     def __init__(self, settings: DetectorSettings) -> None:
         self.settings = settings
         backend.limit_threads(settings.scoring_threads)
+        log.debug("Keras backend %s imported", backend.name())  # the runtime, before the freeze covers it
+        freeze_long_lived()  # the runtime leaves the collector's full passes; models do not (core.heap says why)
         self.live: LiveModel = self._load(store.resolve(settings.model), same_schema=False)
         self.schema = self.live.bundle.schema
         self.parser = Parser(self.schema, settings.max_message_bytes)
@@ -115,7 +117,6 @@ class Detector:
             self.checkpoint = AtLeastOnce(consumer, self.producer, writer, self.metrics, self.stop_event,
                                           s.retry_backoff_max_s, lambda: self.in_batch, lambda: self.source_assigned)
         self.warmed = True  # load_live traced the scoring function
-        freeze_long_lived()  # the model's objects leave the collector's full passes (core.heap says why)
         self._update_ready()
         if self.watcher is not None:
             self.watcher.start()
@@ -219,11 +220,8 @@ class Detector:
         self.metrics.describe_model(new.bundle.manifest, new.threshold)
         self.metrics.model_swaps.inc()
         self.drift = self._drift_monitor(new)  # drift is measured against the model in force
-        old_version = old.version
-        del old  # nothing else holds the old model: its cycles go in the collection below
-        pause = refreeze()
-        log.info("model %s (threshold %.6g) in force, replacing %s; no restart (heap refrozen in %.0f ms)",
-                 new.version, new.threshold, old_version, 1000 * pause)
+        log.info("model %s (threshold %.6g) in force, replacing %s; no restart", new.version, new.threshold,
+                 old.version)
 
     def _process(self, batch: InputBatch, t0: float, t_poll: float) -> None:
         assert self.checkpoint is not None
