@@ -17,7 +17,9 @@
    has every run's ``ratios``, their ``ratio_median`` (``ratio``, ``detector_rps`` and ``raw_consume_rps``
    are the median run's) and ``stage_us_per_record``: the detector's own stage timings (its
    ``detector_stage_duration_seconds`` histogram) per record, the median over runs.
-4. Latency: the producer CLI offers R (default 10,000) records/s for S seconds while a detector process
+4. ``parse_alone_us_per_record``: the parse stage by itself on the file's first 200,000 lines (no Kafka, no
+   other threads on the cores), next to the drain's ``stage_us_per_record.parse``.
+5. Latency: the producer CLI offers R (default 10,000) records/s for S seconds while a detector process
    runs (``--shuffle``: the producer reads the file once, up front, so no parsing competes with pacing);
    the alert topic uses broker append time, so each alert's latency is its append time minus the input
    record's timestamp: produce-to-alert, measured outside the detector.
@@ -79,6 +81,30 @@ def raw_consume(settings: DetectorSettings, n: int) -> float:
     elapsed = time.perf_counter() - (t0 or time.perf_counter())
     consumer.close()
     return got / elapsed
+
+
+def parse_only(data: Path, n: int = 200_000, batch: int = 2_000) -> float:
+    """Microseconds per record of the parse stage alone (no Kafka, no other thread): the file's first ``n`` lines
+    as the producer sends them (label cut off), in batches of ``batch``, best of three passes. The drain's parse
+    figure is higher by what the other threads on the same cores take from it."""
+    from core.records import open_text_lines
+    from core.schema import kdd99
+    from detector.parsing import Parser
+
+    lines: list[bytes] = []
+    for raw in open_text_lines(data):
+        lines.append(raw.rsplit(b",", 1)[0])
+        if len(lines) == n:
+            break
+    batches = [lines[i : i + batch] for i in range(0, len(lines), batch)]
+    parser = Parser(kdd99())
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        for values in batches:
+            parser.parse_safe(values)
+        best = min(best, time.perf_counter() - t0)
+    return 1e6 * best / len(lines)
 
 
 def raw_consume_isolated(settings: DetectorSettings, n: int) -> float:
@@ -182,11 +208,14 @@ def main(argv: list[str] | None = None) -> int:
                                     alert_topic=harness.unique("bench-alerts"), model=args.model,
                                     group_id=harness.unique("bench"), metrics_port=0)
         drains = alternate(settings, args.records, args.runs)
+        parse_us = parse_only(args.data)
+        log.info("parse alone: %.3f us/record", parse_us)
         lat = latency(bootstrap, args.model, args.data, args.rate, args.latency_seconds)
         log.info("latency at %.0f/s offered: p50 %.1f ms, p99 %.1f ms", lat["offered_rps"], lat["p50_ms"],
                  lat["p99_ms"])
     print(json.dumps({
         "benchmark": "detector", "records": args.records, "label_headers": not args.no_labels, **drains,
+        "parse_alone_us_per_record": round(parse_us, 3),
         "p50_ms": round(lat["p50_ms"], 1),
         "p99_ms": round(lat["p99_ms"], 1), "latency_offered_rps": lat["offered_rps"], "latency_alerts": lat["alerts"],
         "batch_size": settings.batch_size, "batch_timeout_ms": settings.batch_timeout_ms,
