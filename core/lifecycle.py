@@ -2,10 +2,13 @@
 
 0 clean stop; 1 a fatal runtime error (restart it: state lives in Kafka); 3 Kafka unreachable or the
 credentials rejected. Shared by the detector and the incident service, so they stop and fail alike.
+SIGUSR1 writes every thread's Python stack to stderr (``faulthandler``, which works even while the main
+thread is stuck in a C call): what to look at when a service does not stop on SIGTERM.
 """
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import signal
 import threading
@@ -27,6 +30,7 @@ def run_service(service: Service, log: logging.Logger, what: str, fatal: tuple[t
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         service.run()
     except KafkaConnectError as exc:

@@ -170,8 +170,13 @@ class ServiceProcess:
         try:
             return self.proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+            # it did not stop: its threads' stacks go to its log (core.lifecycle's SIGUSR1) before the kill
+            self.proc.send_signal(signal.SIGUSR1)
+            try:
+                return self.proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                return self.proc.wait()
 
     def __enter__(self) -> ServiceProcess:
         return self.start()

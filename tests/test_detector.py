@@ -246,3 +246,18 @@ def test_output_topics_follow_an_input_topic_created_later(kafka_bootstrap: str,
     finally:
         if det.alive():
             det.stop(signal.SIGKILL)
+
+
+def test_sigusr1_dumps_every_threads_stack_and_the_detector_goes_on(kafka_bootstrap: str, make_topic: TopicFactory,
+                                                                     small_bundle: Path, tmp_path: Path) -> None:
+    """What an operator (or the test harness, before it SIGKILLs a detector that ignored SIGTERM) reads when a
+    detector hangs: every thread's Python stack, written even while the main thread is inside a C call."""
+    topic, alerts = make_topic("usr1", 2), make_topic("usr1-alerts", 2)
+    log = tmp_path / "d.log"
+    with DetectorProcess(kafka_bootstrap, topic, alerts, small_bundle, log_path=log) as det:
+        assert det.proc is not None
+        det.proc.send_signal(signal.SIGUSR1)
+        wait_until(lambda: "Current thread" in log.read_text(), 30, "a stack dump in the log")
+        assert det.alive() and det.ready()
+        assert "detector/service.py" in log.read_text()  # the main thread's frames, in the loop
+        assert det.stop() == 0

@@ -32,12 +32,10 @@ def compile_scoring(fn: Callable[[Any, Any], tuple[Any, ...]], n_numeric: int, n
     if backend == "tensorflow":
         import tensorflow as tf
 
-        # traced once, here; calling the concrete function skips tf.function's argument binding and trace-cache
-        # lookup on every batch (about 100 us a call, measured)
         compiled = tf.function(fn, input_signature=[
             tf.TensorSpec([None, n_numeric], tf.float32, name="numeric"),
             tf.TensorSpec([None, n_categorical], tf.int32, name="category_ids"),
-        ]).get_concrete_function()
+        ])
         return lambda numeric, ids: tuple(t.numpy() for t in compiled(numeric, ids))
     if backend == "jax":
         import jax
