@@ -73,7 +73,10 @@ def limit_threads(n: int) -> None:
 
         try:
             tf.config.threading.set_intra_op_parallelism_threads(n)
-            tf.config.threading.set_inter_op_parallelism_threads(n)
+            # never a single inter-op thread: a function call that waits on ops queued behind it can then hang
+            # for good (tensorflow/tensorflow#38969; a detector once stopped answering SIGTERM here, its main
+            # thread inside TensorFlow). Idle inter-op threads sleep; the spinning pool is the intra-op one.
+            tf.config.threading.set_inter_op_parallelism_threads(max(2, n))
         except RuntimeError:  # the runtime already started (a second detector in one process): keep its pools
             return
     elif backend == "torch":
