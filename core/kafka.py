@@ -25,7 +25,8 @@ SECRET_KEYS = ("sasl.password", "ssl.key.password", "ssl.keystore.password", "sa
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"]
 
-# Every consumer of the project's. Once a partition's local queue reaches its thresholds, librdkafka (>= 2.2)
+# The detector's consumer (the incident service and retraining keep librdkafka's default: see issue 15's
+# note). Once a partition's local queue reaches its thresholds, librdkafka (>= 2.2)
 # stops fetching it for fetch.queue.backoff.ms; the default, 1,000 ms, let a consumer under backlog empty its
 # queue and then wait: the detector polled nothing for 20 ms at a time (70 times in a 4 s drain, the machine
 # 55% idle) and drained 139k records/s; with 10 ms, no empty poll and 199k/s, and a bare consumer went from

@@ -22,7 +22,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from core.health import HealthServer
-from core.kafka import CONSUMER_DEFAULTS, check_connection, ensure_topic
+from core.kafka import check_connection, ensure_topic
 from incidents.book import Incident, IncidentBook
 from incidents.metrics import IncidentMetrics
 from incidents.settings import IncidentSettings
@@ -43,7 +43,7 @@ def _event_ms(alert: dict[str, Any], fallback_ms: int) -> int:
 
 def read_to_end(conf: dict[str, Any], topic: str) -> list[Message]:
     """Every committed record of ``topic`` up to its end now, in offset order per partition."""
-    consumer = Consumer({**CONSUMER_DEFAULTS, **conf, "group.id": f"restore-{topic}", "enable.auto.commit": False,
+    consumer = Consumer({**conf, "group.id": f"restore-{topic}", "enable.auto.commit": False,
                         "isolation.level": "read_committed"})
     try:
         md = consumer.list_topics(topic, timeout=30).topics[topic]
@@ -99,7 +99,7 @@ class IncidentService:
                                   "acks": "all", "linger.ms": 5, "transaction.timeout.ms": 60_000})
         self.producer.init_transactions(60)  # fences a predecessor and aborts its open transaction
         self._restore(conf)
-        self.consumer = Consumer({**CONSUMER_DEFAULTS, **conf, "group.id": s.group_id, "enable.auto.commit": False,
+        self.consumer = Consumer({**conf, "group.id": s.group_id, "enable.auto.commit": False,
                                   "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
         self.consumer.subscribe([s.alert_topic, s.feedback_topic])
         self.restored = True

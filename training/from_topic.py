@@ -23,7 +23,7 @@ import pandas as pd
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from core import headers
-from core.kafka import CONSUMER_DEFAULTS, KafkaSettings, check_connection
+from core.kafka import KafkaSettings, check_connection
 from core.records import Records, as_frame, parse_lines, typed_fields
 from core.schema import RecordSchema
 
@@ -47,7 +47,7 @@ class _Read:
 
 
 def _consumer(kafka: KafkaSettings) -> Consumer:
-    return Consumer({**CONSUMER_DEFAULTS, **kafka.client_config(), "group.id": f"retrain-{uuid.uuid4().hex[:8]}",
+    return Consumer({**kafka.client_config(), "group.id": f"retrain-{uuid.uuid4().hex[:8]}",
                      "enable.auto.commit": False, "isolation.level": "read_committed"})
 
 
