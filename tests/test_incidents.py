@@ -84,7 +84,8 @@ def run_to_end(bootstrap: str, alerts: str, tmp: Path, kills: tuple[int, ...] = 
     extra = ("--gap-s", "30", "--idle-close-s", "3600", "--batch-size", "700")
     for at in kills:
         svc = IncidentProcess(bootstrap, alerts, *extra, log_path=tmp / "incidents.log").start()
-        wait_until(lambda at=at, svc=svc: svc.total("incidents_alerts_total") >= at, 120, f"{at} alerts filed")
+        # a restart waits out its killed predecessor: group session (45 s) and open transaction (60 s) at worst
+        wait_until(lambda at=at, svc=svc: svc.total("incidents_alerts_total") >= at, 300, f"{at} alerts filed")
         svc.stop(signal.SIGKILL)
     with IncidentProcess(bootstrap, alerts, *extra, log_path=tmp / "incidents.log") as svc:
         wait_until(lambda: committed_all(bootstrap, svc.group, alerts), 180, "every alert committed")
