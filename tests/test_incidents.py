@@ -16,7 +16,7 @@ from typing import Any
 from confluent_kafka import Producer
 
 from incidents.book import CLOSED, IncidentBook, kind, signature
-from scripts.harness import REPO, IncidentProcess, committed_all, drain, latest_incidents, wait_until
+from scripts.harness import REPO, IncidentProcess, committed_all, committed_count, drain, latest_incidents, wait_until
 from tests.conftest import TopicFactory
 
 T0 = 1_800_000_000_000  # event time of the first synthetic alert (ms)
@@ -80,13 +80,26 @@ def produce(bootstrap: str, topic: str, docs: list[dict[str, Any]]) -> None:
     assert producer.flush(60) == 0
 
 
-def run_to_end(bootstrap: str, alerts: str, tmp: Path, kills: tuple[int, ...] = ()) -> dict[str, dict[str, Any]]:
+def run_to_end(bootstrap: str, alerts: str, tmp: Path, kills: tuple[int, ...] = (),
+               docs: list[dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Run the service over ``alerts`` until all is committed, SIGKILLing it once the group has committed
+    ``kills[i]`` alerts. With ``docs``, the input arrives in segments (up to each kill point plus 3,000), so each
+    kill lands with alerts still waiting however fast the service is (once, all 30,000 were filed before the
+    kill meant for 6,000 landed, and the restarted service had nothing left to do)."""
     extra = ("--gap-s", "30", "--idle-close-s", "3600", "--batch-size", "700")
+    produced = 0
     for at in kills:
+        if docs is not None:
+            produce(bootstrap, alerts, docs[produced : at + 3_000])
+            produced = min(at + 3_000, len(docs))
         svc = IncidentProcess(bootstrap, alerts, *extra, log_path=tmp / "incidents.log").start()
-        # a restart waits out its killed predecessor: group session (45 s) and open transaction (60 s) at worst
-        wait_until(lambda at=at, svc=svc: svc.total("incidents_alerts_total") >= at, 300, f"{at} alerts filed")
-        svc.stop(signal.SIGKILL)
+        try:
+            wait_until(lambda at=at, svc=svc: committed_count(bootstrap, svc.group, alerts) >= at, 300,
+                       f"{at} alerts committed")
+        finally:
+            svc.stop(signal.SIGKILL)  # also when the wait failed: no service outlives its test
+    if docs is not None:
+        produce(bootstrap, alerts, docs[produced:])
     with IncidentProcess(bootstrap, alerts, *extra, log_path=tmp / "incidents.log") as svc:
         wait_until(lambda: committed_all(bootstrap, svc.group, alerts), 180, "every alert committed")
         assert svc.stop() == 0
@@ -98,9 +111,8 @@ def test_incidents_are_exact_across_sigkill(kafka_bootstrap: str, make_topic: To
     # one partition: with several, arrival order across partitions (not just content) would decide the gaps
     clean_topic, killed_topic = make_topic("inc-clean", 1), make_topic("inc-killed", 1)
     produce(kafka_bootstrap, clean_topic, docs)
-    produce(kafka_bootstrap, killed_topic, docs)
     clean = run_to_end(kafka_bootstrap, clean_topic, tmp_path)
-    killed = run_to_end(kafka_bootstrap, killed_topic, tmp_path, kills=(6_000, 17_000))
+    killed = run_to_end(kafka_bootstrap, killed_topic, tmp_path, kills=(6_000, 17_000), docs=docs)
     assert sum(inc["alerts"] for inc in clean.values()) == len(docs)
     assert len(clean) >= 10 and any(inc["status"] == CLOSED for inc in clean.values())
     assert killed == clean  # same incidents, same counts, sums, samples and statuses
