@@ -7,7 +7,6 @@ is, and which features the model could not reconstruct (schema: ``detector/schem
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import time
 from collections.abc import Callable
@@ -24,14 +23,8 @@ from training.scoring import Scorer
 SCHEMA_ID = "kdd-alert/1"
 
 
-def _iso(ms: int | None) -> str | None:
-    if ms is None or ms <= 0:
-        return None
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="milliseconds")
-
-
 def _iso_many(ms: list[int | None]) -> list[str | None]:
-    """:func:`_iso` for a batch of timestamps in one numpy call (``...T04:12:00.123+00:00``, the same text)."""
+    """Epoch milliseconds as ISO 8601 in UTC (``...T04:12:00.123+00:00``; None for none), in one numpy call."""
     known = np.array([m if m is not None and m > 0 else 0 for m in ms], dtype="datetime64[ms]")
     text = np.char.add(np.datetime_as_string(known, unit="ms"), "+00:00").tolist()
     return [t if m is not None and m > 0 else None for t, m in zip(text, ms, strict=True)]
@@ -53,7 +46,7 @@ class AlertBuilder:
         if not len(flagged) or scored.result is None:
             return []
         reasons = self.scorer.explain(scored.result, flagged, parsed.columns(flagged))
-        now = _iso(int(time.time() * 1000))  # one detection time per batch: the batch is decided at once
+        now = _iso_many([int(time.time() * 1000)])[0]  # one detection time per batch: it is decided at once
         ranks = self.ranker(scored.scores[flagged]).tolist() if self.ranker is not None else [None] * len(flagged)
         cats = [dict(zip(parsed.schema.categorical, values, strict=True))
                 for values in zip(*(c[flagged].tolist() for c in parsed.categories), strict=True)]
@@ -61,14 +54,13 @@ class AlertBuilder:
             cats = [{} for _ in flagged]
         msgs = [records[i] for i in parsed.index[flagged].tolist()]
         stamps = [ts if ts_type else None for ts_type, ts in map(type(msgs[0]).timestamp, msgs)]
-        return [self.alert(msg, score, reason, now, event, rank, cat) for msg, score, reason, event, rank, cat in
-                zip(msgs, scored.scores[flagged].astype(np.float64).tolist(), reasons, _iso_many(stamps), ranks, cats,
-                    strict=True)]
+        return [self.alert(msg, score, reason, now, ms, event, rank, cat) for msg, score, reason, ms, event, rank, cat
+                in zip(msgs, scored.scores[flagged].astype(np.float64).tolist(), reasons, stamps, _iso_many(stamps),
+                       ranks, cats, strict=True)]
 
     def alert(self, msg: Any, score: float, top_features: list[dict[str, Any]], detected: str | None,
-              event_time: str | None, normal_rank: float | None = None,
+              event_ms: int | None, event_time: str | None, normal_rank: float | None = None,
               categories: dict[str, str] | None = None) -> OutMessage:
-        ts_type, ts = msg.timestamp()
         in_headers = msg.headers()
         key = msg.key()
         record_id = h.header(in_headers, h.RECORD_ID)
@@ -99,4 +91,4 @@ class AlertBuilder:
         if label is not None:
             out_headers.append((h.LABEL, label.encode()))
         return OutMessage(self.topic, key, json.dumps(doc, separators=(",", ":")).encode(), out_headers, self.kind,
-                          event_ts_ms=ts if ts_type else None)
+                          event_ts_ms=event_ms)

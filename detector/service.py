@@ -50,8 +50,7 @@ log = logging.getLogger(__name__)
 class Detector:
     def __init__(self, settings: DetectorSettings) -> None:
         self.settings = settings
-        backend.limit_threads(settings.scoring_threads)
-        log.debug("Keras backend %s imported", backend.name())  # the runtime, before the freeze covers it
+        backend.limit_threads(settings.scoring_threads)  # imports the backend's runtime: the freeze covers it
         freeze_long_lived()  # the runtime leaves the collector's full passes; models do not (core.heap says why)
         self.live: LiveModel = self._load(store.resolve(settings.model), same_schema=False)
         self.schema = self.live.bundle.schema

@@ -314,27 +314,26 @@ def drain(bootstrap: str, topic: str, expected: int, *, timeout_s: float = 120.0
     return out
 
 
-def committed_count(bootstrap: str, group: str, topic: str) -> int:
-    """The group's committed offsets over every partition of ``topic``, summed (0 where none): how far it got,
-    across restarts (a process' own counters start again at zero)."""
+def _committed(bootstrap: str, group: str, topic: str) -> tuple[list[TopicPartition], dict[int, int]]:
+    """The partitions of ``topic`` and the group's committed offset of each (absent: never committed)."""
     from confluent_kafka import ConsumerGroupTopicPartitions
 
     admin = AdminClient({"bootstrap.servers": bootstrap})
     md = admin.list_topics(topic, timeout=10).topics[topic]
     parts = [TopicPartition(topic, p) for p in md.partitions]
     fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, parts)])[group]
-    return sum(max(tp.offset, 0) for tp in fut.result(timeout=10).topic_partitions)
+    return parts, {tp.partition: tp.offset for tp in fut.result(timeout=10).topic_partitions}
+
+
+def committed_count(bootstrap: str, group: str, topic: str) -> int:
+    """The group's committed offsets over every partition of ``topic``, summed (0 where none): how far it got,
+    across restarts (a process' own counters start again at zero)."""
+    return sum(max(offset, 0) for offset in _committed(bootstrap, group, topic)[1].values())
 
 
 def committed_all(bootstrap: str, group: str, topic: str) -> bool:
     """True when the group's committed offsets reach the end of every partition of ``topic``."""
-    from confluent_kafka import ConsumerGroupTopicPartitions
-
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    md = admin.list_topics(topic, timeout=10).topics[topic]
-    parts = [TopicPartition(topic, p) for p in md.partitions]
-    fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, parts)])[group]
-    committed = {tp.partition: tp.offset for tp in fut.result(timeout=10).topic_partitions}
+    parts, committed = _committed(bootstrap, group, topic)
     probe = Consumer({"bootstrap.servers": bootstrap, "group.id": "watermark-probe"})
     try:
         for p in parts:

@@ -65,9 +65,9 @@ def limit_threads(n: int) -> None:
     with one thread, the drain ratio went from 0.63 to 0.76 and the poll stage from 1.7 to 1.1 us/record on
     2 cores (scripts/bench_detector.py). A GPU does the arithmetic there anyway.
     """
+    backend = name()  # imports Keras and its backend's runtime even when nothing is limited
     if n <= 0:
         return
-    backend = name()
     if backend == "tensorflow":
         import tensorflow as tf
 

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.schema import RecordSchema
 from training import backend
 from training.preprocessing import UNKNOWN, Preprocessor
 
@@ -58,6 +59,7 @@ class Scorer:
         self.schema = preprocessor.schema
         self.max_bucket = max_bucket
         self.group = _feature_groups(preprocessor)
+        self.slots = _slots(self.schema)
         self.width = preprocessor.width
         self.traces = 0
         self._fn = backend.compile_scoring(self._score_graph, len(self.schema.numeric), len(self.schema.categorical))
@@ -114,8 +116,8 @@ class Scorer:
         top_errors = np.take_along_axis(errors, order, axis=1).astype(np.float64).tolist()
         recon = self.reconstructed_values(scores.reconstruction[rows])
         names = self.schema.names
-        observed = _top_values(self.schema.numeric, self.schema.categorical, names, features, order)
-        rebuilt = _top_values(self.schema.numeric, self.schema.categorical, names, recon, order)
+        observed = _top_values(self.schema, self.slots, features, order)
+        rebuilt = _top_values(self.schema, self.slots, recon, order)
         return [[{"feature": names[j], "error": e, "observed": o, "reconstructed": c}
                  for j, e, o, c in zip(js, errs, obs, rec, strict=True)]
                 for js, errs, obs, rec in zip(order.tolist(), top_errors, observed, rebuilt, strict=True)]
@@ -138,16 +140,23 @@ class Scorer:
         return values
 
 
-def _top_values(numeric: tuple[str, ...], categorical: tuple[str, ...], names: tuple[str, ...],
+def _slots(schema: RecordSchema) -> tuple[np.ndarray, np.ndarray]:
+    """Per feature (schema order), its column among the numerics and among the categoricals (-1: not one)."""
+    num_of = np.full(schema.n_features, -1)
+    num_of[[schema.names.index(n) for n in schema.numeric]] = np.arange(len(schema.numeric))
+    cat_of = np.full(schema.n_features, -1)
+    cat_of[[schema.names.index(n) for n in schema.categorical]] = np.arange(len(schema.categorical))
+    return num_of, cat_of
+
+
+def _top_values(schema: RecordSchema, slots: tuple[np.ndarray, np.ndarray],
                 columns: pd.DataFrame | Mapping[str, np.ndarray], order: np.ndarray) -> list[list[Any]]:
     """``columns[names[order[r, t]]][r]`` for every row and rank, JSON-ready: numbers rounded to 6 decimals
     (Python's ``round``, only on the values picked), categories as text. Gathered with numpy, no per-cell
     Python but the rounding."""
+    num_of, cat_of = slots
+    numeric, categorical = schema.numeric, schema.categorical
     rows = np.arange(len(order))[:, None].repeat(order.shape[1], axis=1)
-    num_of = np.full(len(names), -1)
-    num_of[[names.index(n) for n in numeric]] = np.arange(len(numeric))
-    cat_of = np.full(len(names), -1)
-    cat_of[[names.index(n) for n in categorical]] = np.arange(len(categorical))
     out = np.empty(order.shape, dtype=object)
     is_num = num_of[order] >= 0
     if is_num.any():
