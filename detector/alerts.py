@@ -35,6 +35,9 @@ class AlertBuilder:
                  ranker: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.topic = topic
         self.ranker = ranker  # score -> share of normal calibration rows below it
+        # the share of calibration rows above the threshold: incidents condition each alert's rarity on it
+        self.threshold_fpr = (round(1.0 - float(ranker(np.array([threshold]))[0]), 6) if ranker is not None
+                              else None)
         self.kind = kind  # "shadow_alert" for a candidate's: counted apart from the live alerts
         self.threshold = threshold
         self.model_version = model_version
@@ -80,6 +83,7 @@ class AlertBuilder:
             "threshold": float(self.threshold),
             "severity": score / float(self.threshold),  # unrounded: just over the line is still > 1
             "normal_rank": normal_rank,
+            "threshold_fpr": self.threshold_fpr,
             "model_version": self.model_version,
             "label": label,
             "categories": categories or {},

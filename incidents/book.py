@@ -1,18 +1,19 @@
 """The incident book: alerts with the same signature, close together in time, are one incident.
 
 Signature: protocol, service and flag (the record's categories), the two features the model reconstructed
-worst, and a severity band (``floor(log2(score / threshold))``). Measured on the 10% file, this keeps
-floods and the groups of false alerts apart (see README, "Incidents"). An alert joins the open incident of
-its signature unless it comes more than ``gap_ms`` after that incident's last alert (event time); an
-incident closes when stream time (the latest alert's event time) passes its last alert by ``gap_ms``.
+worst, and a severity band (``floor(log2(severity))``). An alert joins the open incident of its signature
+unless it comes more than ``gap_ms`` after that incident's last alert (event time); an incident closes when
+stream time (the latest alert's event time) passes its last alert by ``gap_ms``.
 
-Feedback: an analyst marks an incident benign. From then on (until the rule expires), an alert of the same
-kind (protocol, service, flag and worst feature) that is no more severe than that incident ever was is
-suppressed: kept and counted by the caller, never added to an incident. A flood of the same kind is far
-more severe and still alerts; that ceiling is what keeps muting false alerts from muting attacks.
+Each incident carries its priority (``incidents.priority``: Fisher's combination of its alerts' rarity and
+their rate) and its triage (``incidents.triage``: page or review, against an hourly budget). Benign verdicts
+(``incidents.verdicts``) suppress alerts of the incident's kind up to its severity *and its rate*; alerts
+beyond the rate are filed into incidents that name the verdict they broke through (``exceeds_verdict``).
 
-Everything here is a pure function of the alerts' order, so state restored from the compacted incidents
-topic continues exactly where a crashed process stopped.
+Everything here is a pure function of the alerts' order, so state restored from the compacted incident and
+state topics continues exactly where a crashed process stopped. Memory is bounded: closed incidents are
+forgotten (and tombstoned by the service) after the retention, labels per incident are capped, verdicts
+are capped in number and in what they hold.
 """
 
 from __future__ import annotations
@@ -23,23 +24,26 @@ import math
 from collections import Counter
 from typing import Any
 
-SCHEMA_ID = "kdd-incident/1"
+from incidents.alert_input import AlertIn, alert_from_doc
+from incidents.priority import priority, rarity, rate_per_min
+from incidents.triage import HOUR_MS, PAGE, REVIEW, Budget
+from incidents.verdicts import WINDOW_MS, Rule, VerdictDoc, allowance_for
+
+SCHEMA_ID = "kdd-incident/2"
 OPEN, UPDATED, CLOSED = "open", "updated", "closed"
 SAMPLE_SIZE = 20
+MAX_LABELS = 32  # distinct labels counted per incident; the rest under OTHER_LABEL
+OTHER_LABEL = "(other)"
 
 
-def signature(alert: dict[str, Any]) -> tuple[str, ...]:
-    cats = alert.get("categories") or {}
-    top = [f.get("feature", "") for f in alert.get("top_features", [])[:2]]
-    band = int(math.floor(math.log2(max(float(alert["severity"]), 1.0))))
-    return (*(str(v) for v in cats.values()), *top, f"severity>=2^{band}")
+def signature(alert: AlertIn) -> tuple[str, ...]:
+    band = int(math.floor(math.log2(max(alert.severity, 1.0))))
+    return (*alert.categories, *alert.features[:2], f"severity>=2^{band}")
 
 
-def kind(alert: dict[str, Any]) -> tuple[str, ...]:
+def kind(alert: AlertIn) -> tuple[str, ...]:
     """What a benign verdict generalises to: the categories and the worst feature."""
-    cats = alert.get("categories") or {}
-    top = [f.get("feature", "") for f in alert.get("top_features", [])[:1]]
-    return (*(str(v) for v in cats.values()), *top)
+    return (*alert.categories, *alert.features[:1])
 
 
 @dataclasses.dataclass
@@ -53,91 +57,177 @@ class Incident:
     alerts: int = 0
     severity_sum: float = 0.0
     max_severity: float = 0.0
+    rarity: float = 0.0  # Fisher's sum of -2 ln q over the alerts (incidents.priority)
+    priority: float = 0.0
+    triage: str = REVIEW
+    triage_reason: str = "not ranked yet"
+    paged_ms: int | None = None
+    exceeds_verdict: str | None = None  # the verdict whose rate these alerts broke through
+    over_verdict_alerts: int = 0
+    resolution: dict[str, Any] | None = None  # the benign verdict given on this incident (who, when, why)
     features: Counter[str] = dataclasses.field(default_factory=Counter)
     labels: Counter[str] = dataclasses.field(default_factory=Counter)
     sample: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
-    def add(self, alert: dict[str, Any], event_ms: int) -> None:
-        severity = float(alert["severity"])
+    def add(self, alert: AlertIn, event_ms: int, gap_ms: int, exceeds: str | None) -> None:
         self.alerts += 1
-        self.severity_sum += severity
-        self.max_severity = max(self.max_severity, severity)
+        self.severity_sum += alert.severity
+        self.max_severity = max(self.max_severity, alert.severity)
+        self.rarity += rarity(alert.normal_rank, alert.threshold_fpr)
         self.last_seen_ms = max(self.last_seen_ms, event_ms)
-        for f in alert.get("top_features", [])[:3]:
-            self.features[str(f.get("feature"))] += 1
-        if alert.get("label") is not None:
-            self.labels[str(alert["label"])] += 1  # evaluation only: never used to group or decide
+        self.priority = priority(self.rarity, self.alerts, self.last_seen_ms - self.first_seen_ms, gap_ms)
+        for f in alert.features[:3]:
+            if f in self.features or len(self.features) < MAX_LABELS:
+                self.features[f] += 1
+        if alert.label is not None:  # evaluation only: never used to group or decide
+            label = alert.label if alert.label in self.labels or len(self.labels) < MAX_LABELS else OTHER_LABEL
+            self.labels[label] += 1
         if len(self.sample) < SAMPLE_SIZE:
-            self.sample.append({"record_id": alert.get("record_id"), **alert.get("source", {})})
-        if self.alerts > 1:
+            self.sample.append({"record_id": alert.record_id, **alert.source})
+        if exceeds is not None:
+            self.exceeds_verdict = exceeds
+            self.over_verdict_alerts += 1
+        if self.alerts > 1 and self.status == OPEN:
             self.status = UPDATED
+
+    @property
+    def rate_per_min(self) -> float:
+        return rate_per_min(self.alerts, self.last_seen_ms - self.first_seen_ms)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "schema": SCHEMA_ID, "incident_id": self.incident_id, "status": self.status,
+            "priority": round(self.priority, 3),
+            "triage": {"decision": self.triage, "reason": self.triage_reason, "paged_ms": self.paged_ms},
             "signature": list(self.signature), "kind": list(self.kind),
             "first_seen_ms": self.first_seen_ms, "last_seen_ms": self.last_seen_ms, "alerts": self.alerts,
+            "rate_per_min": round(self.rate_per_min, 3), "rarity": self.rarity,
             "max_severity": self.max_severity, "mean_severity": self.severity_sum / max(1, self.alerts),
-            "severity_sum": self.severity_sum, "features": dict(self.features.most_common()),
-            "labels": dict(self.labels), "sample": self.sample,
+            "severity_sum": self.severity_sum, "exceeds_verdict": self.exceeds_verdict,
+            "over_verdict_alerts": self.over_verdict_alerts, "resolution": self.resolution,
+            "features": dict(self.features.most_common()), "labels": dict(self.labels), "sample": self.sample,
         }
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Incident:
-        return cls(raw["incident_id"], tuple(raw["signature"]), tuple(raw["kind"]), int(raw["first_seen_ms"]),
-                   int(raw["last_seen_ms"]), raw["status"], int(raw["alerts"]), float(raw["severity_sum"]),
-                   float(raw["max_severity"]), Counter(raw["features"]), Counter(raw["labels"]), list(raw["sample"]))
+        """The record the service wrote (``to_dict``); raises KeyError/TypeError/ValueError on another shape."""
+        if raw.get("schema") != SCHEMA_ID:
+            raise ValueError(f"schema {raw.get('schema')!r} is not {SCHEMA_ID}")
+        triage = raw["triage"]
+        inc = cls(str(raw["incident_id"]), tuple(map(str, raw["signature"])), tuple(map(str, raw["kind"])),
+                  int(raw["first_seen_ms"]), int(raw["last_seen_ms"]), str(raw["status"]), int(raw["alerts"]),
+                  float(raw["severity_sum"]), float(raw["max_severity"]), float(raw["rarity"]),
+                  float(raw["priority"]), str(triage["decision"]), str(triage["reason"]),
+                  None if triage["paged_ms"] is None else int(triage["paged_ms"]),
+                  raw["exceeds_verdict"], int(raw["over_verdict_alerts"]), raw["resolution"],
+                  Counter({str(k): int(v) for k, v in raw["features"].items()}),
+                  Counter({str(k): int(v) for k, v in raw["labels"].items()}), list(raw["sample"])[:SAMPLE_SIZE])
+        if inc.status not in (OPEN, UPDATED, CLOSED) or inc.triage not in (PAGE, REVIEW):
+            raise ValueError(f"status {inc.status!r} or triage {inc.triage!r} unknown")
+        return inc
+
+
+@dataclasses.dataclass
+class Filing:
+    """What one alert did: incidents changed, alerts suppressed for good, rules whose state changed."""
+
+    changed: list[Incident] = dataclasses.field(default_factory=list)
+    suppressed: list[tuple[dict[str, Any], str]] = dataclasses.field(default_factory=list)  # (alert doc, rule id)
+    rules: set[str] = dataclasses.field(default_factory=set)
+    held: bool = False
+    filed: int = 0  # alerts added to incidents (more than one when a broken verdict releases what it held)
+    over_verdict: int = 0
+    paged: int = 0  # incidents that became pages
 
 
 @dataclasses.dataclass(frozen=True)
-class Rule:
-    """A benign verdict: suppress alerts of this kind up to this severity until ``until_ms`` (event time)."""
+class Limits:
+    """What the service enforces on verdicts, whatever the CLI that sent them allowed."""
 
-    incident_id: str
-    kind: tuple[str, ...]
-    max_severity: float
-    until_ms: int
+    max_verdict_ms: int = 30 * 86_400_000
+    max_rules: int = 1_000
+    rate_margin: float = 2.0
 
 
 class IncidentBook:
-    def __init__(self, gap_ms: int) -> None:
+    def __init__(self, gap_ms: int, budget: Budget | None = None, limits: Limits | None = None,
+                 retention_ms: int = 7 * 86_400_000) -> None:
         self.gap_ms = gap_ms
-        self.incidents: dict[str, Incident] = {}  # every incident seen, by id (feedback may name a closed one)
+        self.budget = budget or Budget(per_hour=20, floor=2.0)
+        self.limits = limits or Limits()
+        self.retention_ms = retention_ms
+        self.incidents: dict[str, Incident] = {}  # by id, closed ones until the retention (feedback may name them)
         self.open: dict[tuple[str, ...], Incident] = {}  # the open incident of each signature
-        self.rules: dict[str, Rule] = {}
+        self.rules: dict[str, Rule] = {}  # by verdict id (the incident it was given on)
         self.stream_ms = 0
 
+    # ------------------------------------------------------------------ restore
     def restore(self, incident: Incident) -> None:
         self.incidents[incident.incident_id] = incident
         if incident.status != CLOSED:
             self.open[incident.signature] = incident
         self.stream_ms = max(self.stream_ms, incident.last_seen_ms)
 
-    def suppressing(self, alert: dict[str, Any], event_ms: int) -> Rule | None:
-        k, severity = kind(alert), float(alert["severity"])
+    def restore_rule(self, rule: Rule) -> None:
+        self.rules[rule.verdict_id] = rule
+
+    # ------------------------------------------------------------------ alerts
+    def add(self, alert: AlertIn) -> Filing:
+        """File one alert: suppress, hold, or add it to its incident (closing a stale predecessor)."""
+        event_ms = alert.event_ms
+        self.stream_ms = max(self.stream_ms, event_ms)
+        filing = Filing()
+        rule = self._matching_rule(alert, event_ms)
+        if rule is None:
+            self._file(alert, event_ms, None, filing)
+            return filing
+        entry = {"alert": alert.compact(), "event_ms": event_ms}
+        done, breaking = rule.offer(entry, event_ms)
+        filing.rules.add(rule.verdict_id)
+        filing.suppressed += [(e["alert"], rule.verdict_id) for e in done]
+        filing.held = not breaking
+        for e in breaking:
+            filed = alert if e is entry else alert_from_doc(e["alert"], int(e["event_ms"]))
+            self._file(filed, filed.event_ms, rule.verdict_id, filing)
+        return filing
+
+    def _matching_rule(self, alert: AlertIn, event_ms: int) -> Rule | None:
+        if not self.rules:
+            return None
+        k = kind(alert)
         for rule in self.rules.values():
-            if rule.kind == k and severity <= rule.max_severity and event_ms <= rule.until_ms:
+            if rule.matches(k, alert.severity, event_ms):
                 return rule
         return None
 
-    def add(self, alert: dict[str, Any], event_ms: int) -> list[Incident]:
-        """File an alert; returns the incidents it changed (a closed predecessor and the one it joined)."""
-        self.stream_ms = max(self.stream_ms, event_ms)
+    def _file(self, alert: AlertIn, event_ms: int, exceeds: str | None, filing: Filing) -> None:
         sig = signature(alert)
-        changed = []
         current = self.open.get(sig)
         if current is not None and event_ms - current.last_seen_ms > self.gap_ms:
-            changed.append(self._close(current))
+            filing.changed.append(self._close(current))
             current = None
         if current is None:
             digest = hashlib.sha1("|".join(sig).encode()).hexdigest()[:10]
             current = Incident(f"inc-{digest}-{event_ms}", sig, kind(alert), event_ms, event_ms)
             self.open[sig] = current
             self.incidents[current.incident_id] = current
-        current.add(alert, event_ms)
-        changed.append(current)
-        return changed
+        current.add(alert, event_ms, self.gap_ms, exceeds)
+        filing.filed += 1
+        filing.over_verdict += exceeds is not None
+        if self.budget.due(self.stream_ms):
+            self.budget.recompute(inc.priority for inc in self._trailing_hour())
+        if current.triage != PAGE:
+            current.triage, current.triage_reason = self.budget.decide(current.priority, self.stream_ms)
+            if current.triage == PAGE:
+                current.paged_ms = self.stream_ms
+                filing.paged += 1
+        filing.changed.append(current)
 
+    def _trailing_hour(self) -> list[Incident]:
+        since = self.stream_ms - HOUR_MS
+        return [inc for inc in self.incidents.values() if inc.last_seen_ms > since and inc.resolution is None]
+
+    # ------------------------------------------------------------------ time
     def close_quiet(self) -> list[Incident]:
         """Close every open incident whose last alert is more than the gap behind stream time."""
         quiet = [inc for inc in self.open.values() if self.stream_ms - inc.last_seen_ms > self.gap_ms]
@@ -148,16 +238,62 @@ class IncidentBook:
         self.stream_ms = max(self.stream_ms, now_ms)
         return self.close_quiet()
 
+    def settle_rules(self) -> tuple[list[tuple[dict[str, Any], str]], set[str], set[str]]:
+        """Suppress for good what rules held in windows stream time has passed; drop expired rules.
+
+        Returns (suppressed alerts with their rule, rules changed, rules removed)."""
+        suppressed: list[tuple[dict[str, Any], str]] = []
+        changed: set[str] = set()
+        removed: set[str] = set()
+        for rule_id, rule in list(self.rules.items()):
+            if rule.held and self.stream_ms >= rule.window_start + WINDOW_MS:
+                suppressed += [(e["alert"], rule_id) for e in rule.roll(self.stream_ms)]
+                changed.add(rule_id)
+            if self.stream_ms > rule.until_ms:
+                suppressed += [(e["alert"], rule_id) for e in rule.roll(rule.until_ms + WINDOW_MS)]
+                del self.rules[rule_id]
+                removed.add(rule_id)
+        return suppressed, changed - removed, removed
+
+    def prune(self) -> list[str]:
+        """Forget closed incidents whose last alert is older than the retention; returns their ids."""
+        horizon = self.stream_ms - self.retention_ms
+        old = [i for i, inc in self.incidents.items() if inc.status == CLOSED and inc.last_seen_ms < horizon]
+        for incident_id in old:
+            del self.incidents[incident_id]
+        return old
+
     def _close(self, incident: Incident) -> Incident:
         incident.status = CLOSED
         self.open.pop(incident.signature, None)
         return incident
 
-    def mark_benign(self, incident_id: str, until_ms: int) -> Rule | None:
-        """Apply a benign verdict; None when the incident is unknown (the caller reports it)."""
-        incident = self.incidents.get(incident_id)
+    # ------------------------------------------------------------------ verdicts
+    def mark_benign(self, verdict: VerdictDoc) -> tuple[str, Rule | Incident | None]:
+        """Apply a benign verdict; returns (outcome, the new rule or None).
+
+        Outcomes: ``applied``, ``unknown_incident``, ``duplicate`` (already in force), ``expired`` (ends before
+        stream time), ``too_many_rules``. The duration is clamped to the service's maximum. The incident the
+        verdict names is resolved (closed, with who/when/why) so later alerts open a new one."""
+        incident = self.incidents.get(verdict.incident_id)
         if incident is None:
-            return None
-        rule = Rule(incident_id, incident.kind, incident.max_severity, until_ms)
-        self.rules[incident_id] = rule
-        return rule
+            return "unknown_incident", None
+        existing = self.rules.get(verdict.incident_id)
+        if existing is not None and existing.decided_ms == verdict.decided_ms:
+            return "duplicate", existing
+        decided = verdict.decided_ms or self.stream_ms
+        until = min(verdict.until_ms, max(decided, self.stream_ms) + self.limits.max_verdict_ms)
+        if until < self.stream_ms:
+            return "expired", None
+        if existing is None and len(self.rules) >= self.limits.max_rules:
+            return "too_many_rules", None
+        rule = Rule(verdict.incident_id, incident.kind, incident.max_severity, until,
+                    allowance_for(incident.alerts, incident.last_seen_ms - incident.first_seen_ms,
+                                  self.limits.rate_margin),
+                    verdict.decided_ms, verdict.analyst, verdict.note)
+        self.rules[verdict.incident_id] = rule
+        incident.resolution = {"verdict": verdict.verdict, "analyst": verdict.analyst, "note": verdict.note,
+                               "decided_ms": verdict.decided_ms, "until_ms": until}
+        self._close(incident)
+        return "applied", rule
+

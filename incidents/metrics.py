@@ -13,12 +13,29 @@ class IncidentMetrics:
                                   "Alerts muted by a benign verdict (kept on the suppressed topic)", registry=r)
         self.unreadable = Counter("incidents_unreadable_alerts_total",
                                   "Alert-topic records that are not alert documents (kept on the dead-letter topic)",
-                                  registry=r)
+                                  ["reason"], registry=r)
+        for reason in ("not_json", "not_an_object", "bad_field"):
+            self.unreadable.labels(reason=reason)
+        self.held = Gauge("incidents_held_alerts", "Alerts a benign verdict holds until its rate window ends "
+                          "(then suppressed, or filed if the window passes the verdict's rate)", registry=r)
+        self.over_verdict = Counter("incidents_over_verdict_alerts_total", "Alerts of a muted kind filed because they "
+                                    "came faster than the verdict covered", registry=r)
+        self.paged = Counter("incidents_paged_total", "Incidents that paged an analyst", registry=r)
+        self.page_line = Gauge("incidents_page_line", "Priority an incident must reach to page (adapts to the "
+                               "trailing hour's incidents)", registry=r)
+        self.pages_last_hour = Gauge("incidents_pages_last_hour", "Pages in the trailing hour of event time",
+                                     registry=r)
+        self.page_budget = Gauge("incidents_page_budget", "Pages allowed per hour of event time", registry=r)
+        self.bad_state = Counter("incidents_bad_state_records_total", "Records on the incident or state topic that "
+                                 "restore skipped (not written by this version)", ["topic"], registry=r)
+        self.pruned = Counter("incidents_pruned_total", "Closed incidents forgotten after the retention "
+                              "(tombstoned)", registry=r)
         self.opened = Counter("incidents_opened_total", "Incidents opened", registry=r)
         self.closed = Counter("incidents_closed_total", "Incidents closed after a quiet period", registry=r)
         self.open = Gauge("incidents_open", "Incidents open now", registry=r)
         self.rules = Gauge("incidents_suppression_rules", "Benign verdicts in force", registry=r)
         self.verdicts = Counter("incidents_verdicts_total", "Analyst verdicts read, by what became of them",
                                 ["outcome"], registry=r)
-        for outcome in ("applied", "unknown_incident", "unreadable", "ignored"):
+        for outcome in ("applied", "unknown_incident", "unreadable", "ignored", "duplicate", "expired",
+                        "too_many_rules"):
             self.verdicts.labels(outcome=outcome)

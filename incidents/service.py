@@ -2,9 +2,12 @@
 
 Each batch is one Kafka transaction: the records of every incident it changed (full state, keyed by
 incident id, on a compacted topic), the alerts it suppressed, unreadable alerts, and the input offsets.
-The compacted incident topic is therefore also the state's changelog: on start the service reads it to
-its end (read_committed) and continues from the committed offsets, so a crash neither loses nor counts an
-alert twice. Verdicts are re-read from the feedback topic on start (applying one twice changes nothing).
+The compacted incident topic, with the compacted state topic (verdicts in force with their rate windows, the
+page budget), is therefore the state's changelog: on start the service reads both to their end
+(read_committed) and continues from the committed offsets of the alert and feedback topics, so a crash
+neither loses nor counts an alert or a verdict twice. Every record it reads is validated first
+(``alert_input``, ``verdicts``): a bad alert is a dead letter with a reason, a bad verdict is counted and
+logged, a bad state record is skipped and counted; none stops the service.
 
 One instance serves the whole alert topic (incidents group alerts from every partition); a second instance
 with the same transactional id fences the first. After aggregation the volume is small.
@@ -21,24 +24,25 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
+from core import headers
 from core.health import HealthServer
 from core.kafka import check_connection, ensure_topic
-from incidents.book import Incident, IncidentBook
+from incidents.alert_input import AlertError, parse_alert
+from incidents.book import Incident, IncidentBook, Limits
 from incidents.metrics import IncidentMetrics
 from incidents.settings import IncidentSettings
+from incidents.triage import Budget
+from incidents.verdicts import BENIGN, Rule, VerdictDoc
 
 log = logging.getLogger(__name__)
+
+STATE_SCHEMA = "kdd-incident-state/1"
+MAX_DEAD_LETTER_BYTES = 512 * 1024
+Output = tuple[str, str | None, bytes | None] | tuple[str, str | None, bytes | None, list[tuple[str, bytes]]]
 
 
 class FatalError(RuntimeError):
     """A transaction could not be committed; restarting rebuilds the state from Kafka."""
-
-
-def _event_ms(alert: dict[str, Any], fallback_ms: int) -> int:
-    text = alert.get("event_time")
-    if not text:
-        return fallback_ms
-    return int(dt.datetime.fromisoformat(text).timestamp() * 1000)
 
 
 def read_to_end(conf: dict[str, Any], topic: str) -> list[Message]:
@@ -73,8 +77,14 @@ def read_to_end(conf: dict[str, Any], topic: str) -> list[Message]:
 class IncidentService:
     def __init__(self, settings: IncidentSettings) -> None:
         self.settings = settings
-        self.book = IncidentBook(int(settings.gap_s * 1000))
+        s = settings
+        self.book = IncidentBook(
+            int(s.gap_s * 1000), Budget(per_hour=s.page_budget, floor=s.min_priority),
+            Limits(max_verdict_ms=int(s.max_verdict_s * 1000), max_rules=s.max_verdicts,
+                   rate_margin=s.verdict_rate_margin),
+            retention_ms=int(s.retention_s * 1000))
         self.metrics = IncidentMetrics()
+        self.metrics.page_budget.set(s.page_budget)
         self.stop_event = threading.Event()
         self.consumer: Consumer | None = None
         self.producer: Producer | None = None
@@ -92,7 +102,8 @@ class IncidentService:
         self.server = HealthServer(self.metrics.registry, s.metrics_port, self.ready, host=s.metrics_host)
         self.server.start()
         replication = min(3, max(1, len(md.brokers)))
-        ensure_topic(conf, s.incident_topic, 1, replication, md, {"cleanup.policy": "compact"})
+        for topic in (s.incident_topic, s.state):
+            ensure_topic(conf, topic, 1, replication, md, {"cleanup.policy": "compact"})
         for topic in (s.feedback_topic, s.suppressed_topic, s.dead_letter_topic):
             ensure_topic(conf, topic, 1, replication, md)
         self.producer = Producer({**conf, "transactional.id": s.transactional_id, "enable.idempotence": True,
@@ -103,16 +114,43 @@ class IncidentService:
                                   "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
         self.consumer.subscribe([s.alert_topic, s.feedback_topic])
         self.restored = True
-        log.info("incident service ready: %d incidents restored (%d open), %d verdicts", len(self.book.incidents),
-                 len(self.book.open), len(self.book.rules))
+        log.info("incident service ready: %d incidents restored (%d open), %d verdicts in force, page line %.1f",
+                 len(self.book.incidents), len(self.book.open), len(self.book.rules), self.book.budget.line)
 
     def _restore(self, conf: dict[str, Any]) -> None:
-        for msg in read_to_end(conf, self.settings.incident_topic):
-            if msg.value():
+        """The book as the last committed transaction left it: incidents, then verdicts in force and the budget.
+
+        Verdicts are not re-read from the feedback topic: the consumer group's committed offset covers the ones
+        already applied, whose state (rate windows, held alerts) is on the state topic."""
+        s = self.settings
+        for msg in read_to_end(conf, s.incident_topic):
+            if msg.value() is None:
+                continue  # a tombstone: a pruned incident
+            try:
                 self.book.restore(Incident.from_dict(json.loads(msg.value())))
-        for msg in read_to_end(conf, self.settings.feedback_topic):
-            self._verdict(msg)
-        self.metrics.open.set(len(self.book.open))
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+                self._bad_state(s.incident_topic, msg, exc)
+        for msg in read_to_end(conf, s.state):
+            if msg.value() is None:
+                continue
+            try:
+                doc = json.loads(msg.value())
+                if doc.get("schema") != STATE_SCHEMA:
+                    raise ValueError(f"schema {doc.get('schema')!r} is not {STATE_SCHEMA}")
+                if doc["type"] == "rule":
+                    self.book.restore_rule(Rule.from_dict(doc["rule"]))
+                elif doc["type"] == "budget":
+                    self.book.budget.restore(doc["budget"])
+                else:
+                    raise ValueError(f"unknown state record type {doc['type']!r}")
+            except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+                self._bad_state(s.state, msg, exc)
+        self._gauges()
+
+    def _bad_state(self, topic: str, msg: Message, exc: Exception) -> None:
+        log.warning("restore skipped a record it cannot read at %s[%d]@%d (key %r): %s", topic, msg.partition(),
+                    msg.offset(), (msg.key() or b"")[:100], str(exc)[:300])
+        self.metrics.bad_state.labels(topic=topic).inc()
 
     def run(self) -> None:
         if self.consumer is None:
@@ -136,23 +174,54 @@ class IncidentService:
         msgs = [m for m in self.consumer.consume(self.settings.batch_size, 0.5) if self._ok(m)]
         if not msgs:
             idle = time.monotonic() - self.last_input
-            closed = self.book.advance(int(time.time() * 1000)) if idle >= self.settings.idle_close_s else []
-            if closed:
-                self._commit([self._record(inc) for inc in closed], {})
+            if idle >= self.settings.idle_close_s:
+                self.book.advance(int(time.time() * 1000))
+                outputs = self._housekeeping({})
+                if outputs:
+                    self._commit(outputs, {})
+                    self._gauges()
             return 0
         self.last_input = time.monotonic()
-        outputs: list[tuple[str, str | None, bytes]] = []
+        outputs: list[Output] = []
         changed: dict[str, Incident] = {}
+        rules: set[str] = set()
         for msg in msgs:
             if msg.topic() == self.settings.feedback_topic:
-                self._verdict(msg)
+                self._verdict(msg, changed, rules)
             else:
-                outputs += self._alert(msg, changed)
-        for inc in self.book.close_quiet():
-            changed[inc.incident_id] = inc
-        self._commit(outputs + [self._record(inc) for inc in changed.values()], self._offsets(msgs))
-        self.metrics.open.set(len(self.book.open))
+                outputs += self._alert(msg, changed, rules)
+        outputs += self._housekeeping(changed, rules)
+        self._commit(outputs, self._offsets(msgs))
+        self._gauges()
         return len(msgs)
+
+    def _housekeeping(self, changed: dict[str, Incident], rules: set[str] | None = None) -> list[Output]:
+        """Close quiet incidents, settle verdict windows, prune; the records all that changed."""
+        s, book = self.settings, self.book
+        rules = set() if rules is None else rules
+        for inc in book.close_quiet():
+            changed[inc.incident_id] = inc
+        suppressed, settled, removed = book.settle_rules()
+        outputs = [self._suppressed(doc, rule_id) for doc, rule_id in suppressed]
+        rules |= settled
+        for incident_id in book.prune():
+            changed.pop(incident_id, None)
+            outputs.append((s.incident_topic, incident_id, None))
+            self.metrics.pruned.inc()
+        outputs += [self._record(inc) for inc in changed.values()]
+        outputs += [self._rule_record(rule_id) for rule_id in sorted(rules | removed)]
+        if changed or rules or removed:
+            budget = {"schema": STATE_SCHEMA, "type": "budget", "budget": book.budget.to_dict()}
+            outputs.append((s.state, "budget", _json(budget)))
+        return outputs
+
+    def _gauges(self) -> None:
+        m, book = self.metrics, self.book
+        m.open.set(len(book.open))
+        m.rules.set(len(book.rules))
+        m.held.set(sum(len(r.held) for r in book.rules.values()))
+        m.page_line.set(book.budget.line)
+        m.pages_last_hour.set(book.budget.pages_in_hour(book.stream_ms))
 
     @staticmethod
     def _ok(msg: Message) -> bool:
@@ -165,54 +234,74 @@ class IncidentService:
             log.warning("consumer error: %s", err)
         return False
 
-    def _alert(self, msg: Message, changed: dict[str, Incident]) -> list[tuple[str, str | None, bytes]]:
-        s, m = self.settings, self.metrics
+    def _alert(self, msg: Message, changed: dict[str, Incident], rules: set[str]) -> list[Output]:
+        m = self.metrics
+        at = {"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()}
         try:
-            alert = json.loads(msg.value() or b"")
-            event_ms = _event_ms(alert, msg.timestamp()[1])
-            float(alert["severity"])
-        except (ValueError, KeyError, TypeError) as exc:
+            alert = parse_alert(msg.value(), msg.timestamp()[1], at)
+        except AlertError as exc:
             log.warning("unreadable alert at %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), exc)
-            m.unreadable.inc()
-            return [(s.dead_letter_topic, None, msg.value() or b"")]
-        rule = self.book.suppressing(alert, event_ms)
-        if rule is not None:
-            m.suppressed.inc()
-            kept = json.dumps({**alert, "suppressed_by": rule.incident_id}, separators=(",", ":")).encode()
-            return [(s.suppressed_topic, alert.get("record_id"), kept)]
-        m.alerts.inc()
-        for inc in self.book.add(alert, event_ms):
-            if inc.alerts == 1:
+            m.unreadable.labels(reason=exc.reason).inc()
+            return [self._dead_letter(msg, exc)]
+        filing = self.book.add(alert)
+        rules |= filing.rules
+        m.alerts.inc(filing.filed)
+        m.over_verdict.inc(filing.over_verdict)
+        m.paged.inc(filing.paged)
+        for inc in filing.changed:
+            if inc.alerts == 1 and inc.incident_id not in changed:
                 m.opened.inc()
             changed[inc.incident_id] = inc
-        return []
+        return [self._suppressed(doc, rule_id) for doc, rule_id in filing.suppressed]
 
-    def _verdict(self, msg: Message) -> None:
+    def _suppressed(self, doc: dict[str, Any], rule_id: str) -> Output:
+        self.metrics.suppressed.inc()
+        return self.settings.suppressed_topic, doc.get("record_id"), _json({**doc, "suppressed_by": rule_id})
+
+    def _dead_letter(self, msg: Message, exc: AlertError) -> Output:
+        value = msg.value() or b""
+        if len(value) > MAX_DEAD_LETTER_BYTES:
+            value = value[:MAX_DEAD_LETTER_BYTES]  # the coordinates in the headers find the whole record
+        return (self.settings.dead_letter_topic, None, value, [
+            (headers.DLQ_REASON, exc.reason.encode()), (headers.DLQ_DETAIL, str(exc)[:500].encode()),
+            (headers.DLQ_SOURCE_TOPIC, msg.topic().encode()),
+            (headers.DLQ_SOURCE_PARTITION, str(msg.partition()).encode()),
+            (headers.DLQ_SOURCE_OFFSET, str(msg.offset()).encode())])
+
+    def _verdict(self, msg: Message, changed: dict[str, Incident], rules: set[str]) -> None:
+        m = self.metrics
         try:
-            verdict = json.loads(msg.value() or b"")
-            incident_id, until_ms = str(verdict["incident_id"]), int(verdict["until_ms"])
-        except (ValueError, KeyError, TypeError) as exc:
-            log.warning("ignoring an unreadable verdict at offset %d: %s", msg.offset(), exc)
-            self.metrics.verdicts.labels(outcome="unreadable").inc()
+            verdict = VerdictDoc.parse(json.loads(msg.value() or b""))
+        except (ValueError, RecursionError) as exc:
+            log.warning("ignoring an unreadable verdict at offset %d: %s", msg.offset(), str(exc)[:300])
+            m.verdicts.labels(outcome="unreadable").inc()
             return
-        if verdict.get("verdict") != "benign":
-            self.metrics.verdicts.labels(outcome="ignored").inc()
+        if verdict.verdict != BENIGN:
+            m.verdicts.labels(outcome="ignored").inc()
             return
-        rule = self.book.mark_benign(incident_id, until_ms)
-        if rule is None:
-            log.warning("verdict for unknown incident %s ignored", incident_id)
-            self.metrics.verdicts.labels(outcome="unknown_incident").inc()
+        outcome, rule = self.book.mark_benign(verdict)
+        m.verdicts.labels(outcome=outcome).inc()
+        if outcome != "applied" or not isinstance(rule, Rule):
+            log.warning("verdict on incident %s by %r not applied: %s", verdict.incident_id, verdict.analyst,
+                        outcome)
             return
-        self.metrics.verdicts.labels(outcome="applied").inc()
-        self.metrics.rules.set(len(self.book.rules))
-        log.info("incident %s marked benign: alerts of kind %s up to severity %.3g suppressed until %s",
-                 incident_id, "/".join(rule.kind), rule.max_severity,
-                 dt.datetime.fromtimestamp(until_ms / 1000, dt.UTC).isoformat(timespec="seconds"))
+        rules.add(rule.verdict_id)
+        changed[verdict.incident_id] = self.book.incidents[verdict.incident_id]
+        log.info("incident %s marked benign by %r: alerts of kind %s up to severity %.3g and %d per minute "
+                 "suppressed until %s", verdict.incident_id, verdict.analyst, "/".join(rule.kind), rule.max_severity,
+                 rule.allowance, dt.datetime.fromtimestamp(rule.until_ms / 1000, dt.UTC).isoformat(timespec="seconds"))
 
-    def _record(self, inc: Incident) -> tuple[str, str | None, bytes]:
+    def _record(self, inc: Incident) -> Output:
         if inc.status == "closed":
             self.metrics.closed.inc()
-        return self.settings.incident_topic, inc.incident_id, json.dumps(inc.to_dict(), separators=(",", ":")).encode()
+        return self.settings.incident_topic, inc.incident_id, _json(inc.to_dict())
+
+    def _rule_record(self, rule_id: str) -> Output:
+        rule = self.book.rules.get(rule_id)
+        key = f"rule:{rule_id}"
+        if rule is None:
+            return self.settings.state, key, None
+        return self.settings.state, key, _json({"schema": STATE_SCHEMA, "type": "rule", "rule": rule.to_dict()})
 
     @staticmethod
     def _offsets(msgs: list[Message]) -> dict[tuple[str, int], int]:
@@ -222,14 +311,16 @@ class IncidentService:
             out[key] = max(out.get(key, -1), m.offset() + 1)
         return out
 
-    def _commit(self, outputs: list[tuple[str, str | None, bytes]], offsets: dict[tuple[str, int], int]) -> None:
+    def _commit(self, outputs: list[Output], offsets: dict[tuple[str, int], int]) -> None:
         assert self.producer is not None and self.consumer is not None
         try:
             self.producer.begin_transaction()
-            for topic, key, value in outputs:
+            for out in outputs:
+                topic, key, value = out[0], out[1], out[2]
+                hdrs = out[3] if len(out) > 3 else None  # type: ignore[misc]
                 while True:
                     try:
-                        self.producer.produce(topic, value=value, key=key.encode() if key else None)
+                        self.producer.produce(topic, value=value, key=key.encode() if key else None, headers=hdrs)
                         break
                     except BufferError:
                         self.producer.poll(0.05)
@@ -240,3 +331,7 @@ class IncidentService:
         except Exception as exc:
             # the in-memory book is ahead of Kafka now: only a restart (which restores from Kafka) is exact
             raise FatalError(f"incident transaction not committed ({exc}); restart to restore from Kafka") from exc
+
+
+def _json(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc, separators=(",", ":")).encode()

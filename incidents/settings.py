@@ -23,6 +23,9 @@ class IncidentSettings(Settings):
                                   description="alerts muted by a benign verdict: kept here, counted, never dropped")
     dlq_topic: str | None = Field(None, description="alerts that are not readable alert documents "
                                                     "(default: ALERT_TOPIC.incidents-dlq)")
+    state_topic: str | None = Field(None, description="compacted topic of the service's own state: verdicts in "
+                                                      "force with their rate windows, the page budget "
+                                                      "(default: INCIDENT_TOPIC.state)")
     group_id: str = Field("kdd-incidents", min_length=1, description="consumer group")
     transactional_id: str = Field("kdd-incidents", min_length=1,
                                   description="stable id: a restarted instance fences its predecessor at once")
@@ -30,6 +33,18 @@ class IncidentSettings(Settings):
                          description="alerts of one signature further apart than this (event time) are two incidents")
     idle_close_s: float = Field(60.0, gt=0, description="with no alerts for this long (wall clock), time moves on "
                                                         "so quiet incidents still close")
+    page_budget: int = Field(20, ge=1, le=10_000, description="incidents that may page an analyst per hour of event "
+                             "time; the rest wait in the review queue")
+    min_priority: float = Field(2.0, ge=0, le=1_000, description="the page line's floor: -log10 of the combined "
+                                "p-value an incident must reach to page (2 = odds of 1 in 100 under normal traffic)")
+    verdict_rate_margin: float = Field(2.0, ge=1, le=100, description="a benign verdict covers the incident's alert "
+                                       "rate times this; alerts of its kind beyond that are filed, not suppressed")
+    max_verdict_s: float = Field(30 * 86_400.0, gt=0, le=365 * 86_400, description="longest a verdict stays in "
+                                 "force, whatever it asked for")
+    max_verdicts: int = Field(1_000, ge=1, le=100_000, description="benign verdicts in force at most; more are "
+                              "refused (counted in incidents_verdicts_total{outcome=\"too_many_rules\"})")
+    retention_s: float = Field(7 * 86_400.0, gt=0, le=365 * 86_400, description="closed incidents are forgotten "
+                               "(tombstoned on the incident topic) this long after their last alert")
     batch_size: int = Field(5000, ge=1, le=100_000, description="max alerts per transaction")
     metrics_port: int = Field(9110, ge=0, le=65_535, description="port for /metrics, /healthz, /readyz")
     metrics_host: str = Field("0.0.0.0", description="address to serve metrics on")  # noqa: S104
@@ -37,12 +52,16 @@ class IncidentSettings(Settings):
     @model_validator(mode="after")
     def _distinct(self) -> IncidentSettings:
         topics = [self.alert_topic, self.incident_topic, self.feedback_topic, self.suppressed_topic,
-                  self.dead_letter_topic]
+                  self.dead_letter_topic, self.state]
         if len(set(topics)) != len(topics):
             raise ValueError(f"{self.describe('alert_topic')}, {self.describe('incident_topic')}, "
-                             f"{self.describe('feedback_topic')}, {self.describe('suppressed_topic')} and "
-                             f"{self.describe('dlq_topic')} must all differ")
+                             f"{self.describe('feedback_topic')}, {self.describe('suppressed_topic')}, "
+                             f"{self.describe('dlq_topic')} and {self.describe('state_topic')} must all differ")
         return self
+
+    @property
+    def state(self) -> str:
+        return self.state_topic or f"{self.incident_topic}.state"
 
     @property
     def dead_letter_topic(self) -> str:

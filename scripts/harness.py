@@ -212,7 +212,8 @@ class IncidentProcess(ServiceProcess):
                  port: int | None = None) -> None:
         port = port or free_port()
         self.topics = {"incident": f"{alert_topic}.incidents", "feedback": f"{alert_topic}.feedback",
-                       "suppressed": f"{alert_topic}.suppressed"}
+                       "suppressed": f"{alert_topic}.suppressed", "state": f"{alert_topic}.incidents.state",
+                       "dlq": f"{alert_topic}.incidents-dlq"}
         self.group = f"inc-{alert_topic}"
         super().__init__([sys.executable, "-m", "incidents", "run", "--bootstrap-servers", bootstrap, "--alert-topic",
                           alert_topic, "--incident-topic", self.topics["incident"], "--feedback-topic",
@@ -222,10 +223,13 @@ class IncidentProcess(ServiceProcess):
 
 
 def latest_incidents(bootstrap: str, topic: str) -> dict[str, dict[str, Any]]:
-    """The incident topic as a compacted reader sees it: the latest record of each incident."""
+    """The incident topic as a compacted reader sees it: the latest record of each incident (none once pruned)."""
     from incidents.service import read_to_end
 
-    return {m.key().decode(): json.loads(m.value()) for m in read_to_end({"bootstrap.servers": bootstrap}, topic)}
+    latest: dict[str, bytes | None] = {}
+    for m in read_to_end({"bootstrap.servers": bootstrap}, topic):
+        latest[m.key().decode()] = m.value()
+    return {k: json.loads(v) for k, v in latest.items() if v is not None}
 
 
 def producer_args(bootstrap: str, topic: str, data_path: Path, *extra: str) -> list[str]:

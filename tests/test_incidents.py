@@ -15,7 +15,9 @@ from typing import Any
 
 from confluent_kafka import Producer
 
+from incidents.alert_input import alert_from_doc
 from incidents.book import CLOSED, IncidentBook, kind, signature
+from incidents.verdicts import VerdictDoc
 from scripts.harness import REPO, IncidentProcess, committed_all, committed_count, drain, latest_incidents, wait_until
 from tests.conftest import TopicFactory
 
@@ -50,9 +52,9 @@ def synthetic(n: int, seed: int = 1, t0: int = T0) -> list[dict[str, Any]]:
 
 def test_book_groups_by_signature_closes_after_the_gap_and_mutes_only_milder_alerts() -> None:
     book = IncidentBook(gap_ms=30_000)
-    alerts = synthetic(10_000)
+    alerts = [alert_from_doc(a, 0) for a in synthetic(10_000)]
     for a in alerts:
-        book.add(a, int(dt.datetime.fromisoformat(a["event_time"]).timestamp() * 1000))
+        book.add(a)
     book.close_quiet()
     by_service: dict[str, list[Any]] = {}
     for inc in book.incidents.values():
@@ -62,14 +64,16 @@ def test_book_groups_by_signature_closes_after_the_gap_and_mutes_only_milder_ale
     assert sum(inc.alerts for inc in book.incidents.values()) == len(alerts)
     smtp = by_service["smtp"][0]
     assert set(smtp.labels) == {"normal."} and smtp.max_severity < 2
-    rule = book.mark_benign(smtp.incident_id, until_ms=T0 + 10**9)
-    assert rule is not None and rule.kind == ("tcp", "smtp", "SF", "dst_bytes")
-    mild = alert(1, T0, "smtp", ("dst_bytes", "other"), 1.5, "normal.")
-    severe = alert(2, T0, "smtp", ("dst_bytes", "other"), 30.0, "neptune.")
-    assert book.suppressing(mild, T0) is rule and book.suppressing(severe, T0) is None
-    assert kind(mild) == rule.kind and signature(mild) != signature(severe)
-    assert book.suppressing(mild, T0 + 10**9 + 1) is None  # the verdict expired
-    assert book.mark_benign("no-such-incident", T0) is None
+    outcome, rule = book.mark_benign(VerdictDoc(smtp.incident_id, T0 + 10**9, T0, "test", "why"))
+    assert outcome == "applied" and rule is not None and rule.kind == ("tcp", "smtp", "SF", "dst_bytes")
+    assert smtp.status == CLOSED and smtp.resolution is not None and smtp.resolution["analyst"] == "test"
+    mild = alert_from_doc(alert(1, T0, "smtp", ("dst_bytes", "other"), 1.5, "normal."), 0)
+    severe = alert_from_doc(alert(2, T0, "smtp", ("dst_bytes", "other"), 30.0, "neptune."), 0)
+    k = kind(mild)
+    assert rule.matches(k, mild.severity, T0) and not rule.matches(kind(severe), severe.severity, T0)
+    assert k == rule.kind and signature(mild) != signature(severe)
+    assert not rule.matches(k, mild.severity, T0 + 10**9 + 1)  # the verdict expired
+    assert book.mark_benign(VerdictDoc("no-such-incident", T0, T0, "", ""))[0] == "unknown_incident"
 
 
 def produce(bootstrap: str, topic: str, docs: list[dict[str, Any]]) -> None:
@@ -120,6 +124,8 @@ def test_incidents_are_exact_across_sigkill(kafka_bootstrap: str, make_topic: To
 
 def test_feedback_mutes_the_benign_kind_but_not_a_flood(kafka_bootstrap: str, make_topic: TopicFactory,
                                                          tmp_path: Path) -> None:
+    """A verdict on the mild smtp trickle: later alerts of that kind at the same rate are held, then suppressed
+    (kept and counted) once their window ends; far more severe ones of the same kind still form an incident."""
     alerts = make_topic("inc-fb", 1)
     t0 = int(time.time() * 1000) - 600_000  # verdicts last from now on: these alerts happened in the last minutes
     first = synthetic(5_000, t0=t0)
@@ -136,16 +142,19 @@ def test_feedback_mutes_the_benign_kind_but_not_a_flood(kafka_bootstrap: str, ma
         wait_until(lambda: svc.total("incidents_suppression_rules") == 1, 60, "the verdict applied")
         t = t0 + 5_000 * 20
         later = [alert(100_000 + i, t + i * 20, "smtp", ("dst_bytes", "num_root"), 1.2 + i / 1000, "normal.")
-                 for i in range(300)]  # the benign kind, no more severe than before: muted
+                 for i in range(300)]  # the benign kind, no more severe and no faster than before: muted
         later += [alert(200_000 + i, t + i * 20, "smtp", ("dst_bytes", "hot"), 25.0, "neptune.")
                   for i in range(200)]  # a flood of the same kind, far more severe: still an incident
+        later.append(alert(300_000, t + 180_000, "http", ("src_bytes", "count"), 30.0, "smurf."))  # time moves on
         produce(kafka_bootstrap, alerts, later)
         wait_until(lambda: svc.total("incidents_alerts_total") + svc.total("incidents_suppressed_alerts_total")
                    >= len(first) + len(later), 120, "the later alerts handled")
         assert svc.total("incidents_suppressed_alerts_total") == 300
+        assert svc.total("incidents_held_alerts") == 0
         kept = drain(kafka_bootstrap, svc.topics["suppressed"], 300)
         assert sorted(int(json.loads(m.value())["record_id"]) for m in kept) == list(range(100_000, 100_300))
         assert {json.loads(m.value())["suppressed_by"] for m in kept} == {benign[0]}
-        flood = [inc for inc in latest_incidents(kafka_bootstrap, svc.topics["incident"]).values()
-                 if inc["labels"].get("neptune.")]
+        latest = latest_incidents(kafka_bootstrap, svc.topics["incident"])
+        flood = [inc for inc in latest.values() if inc["labels"].get("neptune.")]
         assert sum(inc["alerts"] for inc in flood) == 200
+        assert latest[benign[0]]["resolution"]["analyst"] == "test" and latest[benign[0]]["status"] == CLOSED

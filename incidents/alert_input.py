@@ -1,0 +1,150 @@
+"""The alert topic's records, checked before anything reads them: a bad record is a dead letter, never a crash.
+
+Anyone who can write to the alert topic can send anything. The incident service reads a handful of fields;
+each is checked for type, finiteness and size here, once, and the book only ever sees an :class:`AlertIn`.
+A record that fails names the field in its reason (``AlertError``), so the dead letter says what to fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import math
+from typing import Any
+
+MAX_TEXT = 256  # characters kept of a label, record id or topic name
+MAX_NAME = 64  # characters kept of a category or feature name or value
+MAX_CATEGORIES = 16
+MAX_FEATURES = 5
+
+
+class AlertError(ValueError):
+    """Why an alert-topic record is not a usable alert (``reason`` is a short code, the message the detail)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+@dataclasses.dataclass(frozen=True)
+class AlertIn:
+    doc: dict[str, Any]  # the record as sent (kept whole on the suppressed topic)
+    record_id: str | None
+    event_ms: int
+    severity: float
+    normal_rank: float | None
+    threshold_fpr: float | None
+    category_items: tuple[tuple[str, str], ...]
+    features: tuple[str, ...]  # worst first
+    label: str | None
+    source: dict[str, Any]
+    at: dict[str, Any]  # where this alert is on the alert topic
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        return tuple(v for _, v in self.category_items)
+
+    def compact(self) -> dict[str, Any]:
+        """The alert as a bounded document (a few KB at most): what the suppressed topic and held state keep.
+
+        It is itself a valid alert document; ``alert_at`` points at the original on the alert topic."""
+        when = dt.datetime.fromtimestamp(self.event_ms / 1000, dt.UTC).isoformat(timespec="milliseconds")
+        return {"schema": self.doc.get("schema") if isinstance(self.doc.get("schema"), str) else None,
+                "record_id": self.record_id, "source": self.source, "event_time": when,
+                "severity": self.severity, "normal_rank": self.normal_rank, "threshold_fpr": self.threshold_fpr,
+                "categories": dict(self.category_items), "top_features": [{"feature": f} for f in self.features],
+                "label": self.label, "alert_at": self.at}
+
+
+def _text(value: Any, name: str, limit: int = MAX_TEXT) -> str:
+    if isinstance(value, str):
+        return value[:limit]
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    raise AlertError("bad_field", f"{name} must be a string, got {type(value).__name__}")
+
+
+def _number(doc: dict[str, Any], name: str, lo: float, hi: float, nullable: bool = False) -> float | None:
+    value = doc.get(name)
+    if value is None and nullable:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise AlertError("bad_field", f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise AlertError("bad_field", f"{name} must be finite and within [{lo:g}, {hi:g}], got {value!r}")
+    return value
+
+
+def parse_alert(value: bytes | None, fallback_ms: int, at: dict[str, Any] | None = None) -> AlertIn:
+    """Validate one alert-topic record; ``fallback_ms`` (the Kafka timestamp) stands in for a missing event time,
+    ``at`` is the record's own topic, partition and offset."""
+    try:
+        doc = json.loads(value or b"")
+    except (ValueError, RecursionError) as exc:
+        raise AlertError("not_json", f"not a JSON document: {str(exc)[:200]}") from None
+    return alert_from_doc(doc, fallback_ms, at)
+
+
+def alert_from_doc(doc: Any, fallback_ms: int, at: dict[str, Any] | None = None) -> AlertIn:
+    """Validate a decoded alert document (see :func:`parse_alert`)."""
+    if not isinstance(doc, dict):
+        raise AlertError("not_an_object", f"an alert is a JSON object, got {type(doc).__name__}")
+    severity = _number(doc, "severity", 0.0, 1e30)
+    assert severity is not None
+    rank = _number(doc, "normal_rank", 0.0, 1.0, nullable=True)
+    fpr = _number(doc, "threshold_fpr", 0.0, 1.0, nullable=True)
+    cats = doc.get("categories") or {}
+    if not isinstance(cats, dict) or len(cats) > MAX_CATEGORIES:
+        raise AlertError("bad_field", f"categories must be an object of at most {MAX_CATEGORIES} strings")
+    top = doc.get("top_features") or []
+    if not isinstance(top, list) or not all(isinstance(f, dict) for f in top):
+        raise AlertError("bad_field", "top_features must be a list of objects")
+    label = doc.get("label")
+    record_id = doc.get("record_id")
+    return AlertIn(
+        doc=doc,
+        record_id=None if record_id is None else _text(record_id, "record_id"),
+        event_ms=_event_ms(doc.get("event_time"), fallback_ms),
+        severity=severity,
+        normal_rank=rank,
+        threshold_fpr=fpr,
+        category_items=tuple((_text(k, "categories", MAX_NAME), _text(v, "categories", MAX_NAME))
+                             for k, v in cats.items()),
+        features=tuple(_text(f.get("feature", ""), "top_features.feature", MAX_NAME) for f in top[:MAX_FEATURES]),
+        label=None if label is None else _text(label, "label"),
+        source=_coordinates(doc.get("source"), "source"),
+        at=at if at is not None else _coordinates(doc.get("alert_at"), "alert_at"),
+    )
+
+
+def _coordinates(raw: Any, name: str) -> dict[str, Any]:
+    """Topic, partition and offset (each may be absent), checked and bounded."""
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise AlertError("bad_field", f"{name} must be an object with topic, partition and offset")
+    out: dict[str, Any] = {"topic": _text(raw.get("topic") or "", f"{name}.topic")}
+    for key in ("partition", "offset"):
+        value = raw.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63):
+            raise AlertError("bad_field", f"{name}.{key} must be a non-negative integer")
+        out[key] = value
+    return out
+
+
+def _event_ms(text: Any, fallback_ms: int) -> int:
+    if text is None or text == "":
+        return fallback_ms
+    if not isinstance(text, str) or len(text) > 64:
+        raise AlertError("bad_field", "event_time must be an ISO 8601 string")
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise AlertError("bad_field", f"event_time is not ISO 8601: {text!r}") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    try:
+        return int(when.timestamp() * 1000)
+    except (OverflowError, OSError, ValueError):
+        raise AlertError("bad_field", f"event_time is out of range: {text!r}") from None

@@ -1,0 +1,111 @@
+"""An incident's priority: how strongly its alerts, taken together, say "this is not normal traffic".
+
+Each alert carries ``normal_rank``, the share of the model's normal calibration rows that scored below it,
+and ``threshold_fpr``, the share of them above the alert threshold. Every alert is above the threshold, so
+under the null hypothesis "this is normal traffic" its tail share ``1 - normal_rank`` is uniform on
+``(0, threshold_fpr)``: the conditional p-value ``q = (1 - normal_rank) / threshold_fpr`` is uniform on (0, 1).
+An alert just over the line says little (q near 1); one rarer than anything in calibration says a lot
+(q near ``P_FLOOR / threshold_fpr``: the calibration resolves tails down to 1e-4 and no further).
+
+How fast the alerts come is the second piece of evidence. The service's gap (``--gap-s``) is its statement
+of how sparse unrelated alerts of one signature are: further apart than that, they are two incidents. Under
+the null, a signature's alerts arrive at most once per gap, so ``k`` alerts over a span ``T`` have the
+Poisson tail probability ``P(N >= k; mu = (T + gap) / gap)``. A flood (thousands in minutes) is
+astronomically unlikely under that; a trickle is not.
+
+Fisher's method combines the k alert p-values and the rate p-value into one chi-square statistic with
+``2(k + 1)`` degrees of freedom; the priority is ``-log10`` of its p-value: "bits" of evidence on a
+decimal scale. Why this and not a sum of severities: the rarity part does not grow with alerts that are
+merely alerts (a thousand just over the line add about their degrees of freedom, no evidence), while a sum of
+severities grows with every one of them, so a noisy normal service outranks a short, clearly abnormal
+burst. Alerts far beyond calibration add about ``2 ln(threshold_fpr / 1e-4)`` each (9.2 at FPR 0.01): one
+alone is priority 1.4 (below the default page floor of 2: a single alert pages no one), two are 2.7, ten in a
+few seconds about 15. Many alerts of one signature within a gap are a burst whatever their scores, and the
+rate term says so. The README compares this with the sum and the maximum of severities and with the alert
+count on the same incidents (``python -m scripts.evaluate_incidents``).
+
+Everything here is a pure function of numbers the incident record keeps (``rarity``, alerts, span), so a
+restored incident continues with the same priority.
+"""
+
+from __future__ import annotations
+
+import math
+
+P_FLOOR = 1e-4  # the calibration's tail resolution (training.calibration.MIN_FPR)
+DEFAULT_FPR = 0.01  # for alerts from bundles without calibration scores (no normal_rank)
+_LN10 = math.log(10.0)
+
+
+def rarity(normal_rank: float | None, threshold_fpr: float | None) -> float:
+    """Fisher's term ``-2 ln q`` of one alert (>= 0): 0 when it says nothing beyond being an alert."""
+    if normal_rank is None:
+        return 0.0
+    fpr = threshold_fpr if threshold_fpr is not None and threshold_fpr > 0 else DEFAULT_FPR
+    tail = max(1.0 - normal_rank, P_FLOOR)
+    q = min(1.0, tail / max(fpr, P_FLOOR))
+    return -2.0 * math.log(q)
+
+
+def log_chi2_sf_even(x: float, dof: int) -> float:
+    """Natural log of the chi-square survival function for an even number of degrees of freedom.
+
+    With ``dof = 2m``, ``sf(x) = P(Poisson(x/2) <= m - 1)``: exact (a log-sum of m terms) for m up to 400,
+    the Wilson-Hilferty normal approximation above (relative error in the log well under 1% there; floods
+    have m in the thousands and only their order matters)."""
+    m = dof // 2
+    half = x / 2.0
+    if half <= 0:
+        return 0.0
+    if m <= 400:
+        # log sum_{j<m} half^j / j!  - half, summed in log space from the largest term down
+        terms = [j * math.log(half) - math.lgamma(j + 1) for j in range(m)]
+        top = max(terms)
+        return min(0.0, top + math.log(sum(math.exp(t - top) for t in terms)) - half)
+    nu = float(dof)
+    z = ((x / nu) ** (1.0 / 3.0) - (1.0 - 2.0 / (9.0 * nu))) / math.sqrt(2.0 / (9.0 * nu))
+    return _log_normal_sf(z)
+
+
+def _log_normal_sf(z: float) -> float:
+    if z < 5.0:
+        return math.log(0.5 * math.erfc(z / math.sqrt(2.0)))
+    # asymptotic expansion of the Mills ratio: erfc underflows long before floods stop growing
+    return -0.5 * z * z - math.log(z * math.sqrt(2.0 * math.pi)) + math.log1p(-1.0 / (z * z) + 3.0 / z**4)
+
+
+def log_poisson_tail(k: int, mu: float) -> float:
+    """Natural log of ``P(N >= k)`` for ``N ~ Poisson(mu)``."""
+    if k <= 0:
+        return 0.0
+    if k <= mu:
+        # the tail is most of the mass: 1 - P(N <= k-1), from the lower sum (k <= mu keeps this small)
+        lower = math.exp(log_chi2_sf_even(2.0 * mu, 2 * k))  # P(N <= k-1) = chi2.sf(2 mu, 2k)
+        return math.log(max(1.0 - lower, 1e-300))
+    # P(N >= k) = pmf(k) * sum_{j>=0} mu^j k!/(k+j)!, a series whose terms shrink by mu/(k+j+1) < 1
+    log_pmf = k * math.log(mu) - mu - math.lgamma(k + 1) if mu > 0 else -math.inf
+    total, term, j = 1.0, 1.0, 0
+    while term > 1e-12 * total and j < 10_000:
+        j += 1
+        term *= mu / (k + j)
+        total += term
+    return min(0.0, log_pmf + math.log(total))
+
+
+def rate_mu(alerts: int, span_ms: int, gap_ms: int) -> float:
+    """Expected alerts of one signature over the incident's span under the null (one per gap)."""
+    return (max(0, span_ms) + gap_ms) / gap_ms
+
+
+def priority(rarity_sum: float, alerts: int, span_ms: int, gap_ms: int) -> float:
+    """``-log10`` of Fisher's combined p-value over the alerts' rarity and their rate (>= 0)."""
+    if alerts <= 0:
+        return 0.0
+    rate_term = -2.0 * log_poisson_tail(alerts, rate_mu(alerts, span_ms, gap_ms))
+    log_p = log_chi2_sf_even(rarity_sum + rate_term, 2 * (alerts + 1))
+    return max(0.0, -log_p / _LN10)
+
+
+def rate_per_min(alerts: int, span_ms: int) -> float:
+    """Alerts per minute over the span, a span of under a minute counted as one minute."""
+    return alerts / max(span_ms / 60_000.0, 1.0)

@@ -1,0 +1,76 @@
+"""The alarm budget: which incidents page an analyst now and which wait in the review queue.
+
+An analyst can act on a bounded number of pages an hour (``--page-budget``). An incident is paged when its
+priority reaches the *line* and fewer than the budget were paged in the trailing hour of event time; every
+other incident is ``review``. A page is not taken back.
+
+The line adapts to the traffic: it is the priority of the budget's N-th best incident among those active in
+the trailing hour (never below ``--min-priority``), so to page, an incident has to beat what the last hour
+had to offer; in a flood of incidents the line rises, in a quiet hour it falls back to the floor. It is
+recomputed every event-time minute and every 256 filed alerts (so a replay compressed into seconds still
+moves it), from the book's state alone: the same alerts in the same order give the same pages, whatever
+the batches. The trailing-hour cap is what makes the budget a guarantee rather than an average.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+from collections.abc import Iterable
+from typing import Any
+
+HOUR_MS = 3_600_000
+PAGE, REVIEW = "page", "review"
+RECOMPUTE_EVERY = 256  # filed alerts
+
+
+@dataclasses.dataclass
+class Budget:
+    per_hour: int
+    floor: float
+    line: float = 0.0
+    pages: list[int] = dataclasses.field(default_factory=list)  # event times of the trailing hour's pages
+    minute: int = -1
+    filed: int = 0
+
+    def __post_init__(self) -> None:
+        self.line = max(self.line, self.floor)
+
+    def pages_in_hour(self, now_ms: int) -> int:
+        self.pages = [t for t in self.pages if t > now_ms - HOUR_MS]
+        return len(self.pages)
+
+    def due(self, now_ms: int) -> bool:
+        """Whether the line is due for recomputation after one more filed alert at ``now_ms``."""
+        self.filed += 1
+        minute = now_ms // 60_000
+        if minute != self.minute or self.filed % RECOMPUTE_EVERY == 0:
+            self.minute = max(self.minute, minute)
+            return True
+        return False
+
+    def recompute(self, priorities: Iterable[float]) -> float:
+        """The N-th best priority of the trailing hour's incidents, never below the floor."""
+        best = heapq.nlargest(self.per_hour, priorities)
+        self.line = max(self.floor, best[-1] if len(best) >= self.per_hour else self.floor)
+        return self.line
+
+    def decide(self, priority: float, now_ms: int) -> tuple[str, str]:
+        """Page or review an incident not paged yet; the reason says which side of the line and why."""
+        if priority < self.line:
+            return REVIEW, f"priority {priority:.1f} below the page line {self.line:.1f}"
+        used = self.pages_in_hour(now_ms)
+        if used >= self.per_hour:
+            return REVIEW, (f"priority {priority:.1f} reached the page line {self.line:.1f}, but the budget of "
+                            f"{self.per_hour} pages per hour is spent ({used} in the last hour)")
+        self.pages.append(now_ms)
+        return PAGE, (f"priority {priority:.1f} reached the page line {self.line:.1f}; page {used + 1} of "
+                      f"{self.per_hour} in the last hour")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"line": self.line, "pages": self.pages, "minute": self.minute, "filed": self.filed}
+
+    def restore(self, raw: dict[str, Any]) -> None:
+        self.line = max(self.floor, float(raw["line"]))
+        self.pages = [int(t) for t in raw["pages"]][-self.per_hour:]
+        self.minute, self.filed = int(raw["minute"]), int(raw["filed"])

@@ -1,0 +1,150 @@
+"""Benign verdicts, bounded in what they can mute: the kind, the severity and the rate the analyst saw.
+
+A verdict names an incident. It becomes a rule over that incident's *kind* (protocol, service, flag and the
+worst feature), up to the highest severity the incident reached, for a limited time, and at most at the rate
+the incident ran at (alerts per minute, times a margin). The rate bound is what keeps "this is fine" from
+hiding an attack: a single harmless echo reply marked benign covers two echo replies a minute, not a smurf
+flood of the same kind (issue 20: one such verdict once muted 81,827 smurf alerts on traffic the project had
+never seen, because severity alone was the bound).
+
+How the rate is held, exactly and in bounded memory: event time is cut into windows of one minute. An alert
+the rule matches is *held* (not yet suppressed) while its window is open. When the window ends with no more
+alerts than the allowance, the held alerts are suppressed: kept on the suppressed topic and counted. When the
+window's count passes the allowance, the verdict is broken for that window and the next: every held alert
+and every later one is filed into an incident flagged ``exceeds_verdict``. So a flood is filed whole, never
+partly muted; at most ``allowance`` alerts wait, per rule, for at most a window.
+
+A rule's state (window, count, held alerts) is written to the state topic in the same transaction as the
+alerts that changed it, so a restarted service continues exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from incidents.priority import rate_per_min
+
+WINDOW_MS = 60_000
+MAX_ALLOWANCE = 100_000  # alerts per window a verdict can cover at most
+HOLD_MAX = 100  # alerts held per rule at most: beyond, matching alerts within the allowance are suppressed at once
+MAX_TEXT = 500  # analyst name and note, characters kept
+BENIGN = "benign"
+
+
+class VerdictError(ValueError):
+    """A feedback record that is not a readable verdict (the reason names the field)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VerdictDoc:
+    """What an analyst sent: the feedback topic's record, validated."""
+
+    incident_id: str
+    until_ms: int
+    decided_ms: int
+    analyst: str
+    note: str
+    verdict: str = BENIGN
+
+    @classmethod
+    def parse(cls, raw: Any) -> VerdictDoc:
+        if not isinstance(raw, dict):
+            raise VerdictError(f"a verdict is a JSON object, got {type(raw).__name__}")
+        incident_id = raw.get("incident_id")
+        if not isinstance(incident_id, str) or not 0 < len(incident_id) <= 200:
+            raise VerdictError("incident_id must be a string of 1-200 characters")
+        verdict = raw.get("verdict")
+        if not isinstance(verdict, str) or len(verdict) > 50:
+            raise VerdictError("verdict must be a short string ('benign')")
+        until_ms, decided_ms = _epoch_ms(raw, "until_ms"), _epoch_ms(raw, "decided_ms", required=False)
+        analyst, note = raw.get("analyst") or "", raw.get("note") or ""
+        if not isinstance(analyst, str) or not isinstance(note, str):
+            raise VerdictError("analyst and note must be strings")
+        return cls(incident_id, until_ms, decided_ms if decided_ms is not None else 0, analyst[:MAX_TEXT],
+                   note[:MAX_TEXT], verdict)
+
+
+def _epoch_ms(raw: dict[str, Any], name: str, required: bool = True) -> int | None:
+    value = raw.get(name)
+    if value is None and not required:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise VerdictError(f"{name} must be a finite number of epoch milliseconds, got {value!r:.40}")
+    if not 0 <= value <= 253_402_300_799_000:  # up to 9999-12-31
+        raise VerdictError(f"{name} is out of range: {value!r:.40}")
+    return int(value)
+
+
+def allowance_for(alerts: int, span_ms: int, margin: float) -> int:
+    """Alerts per window a verdict covers: the incident's rate per minute times the margin, at least one."""
+    return int(min(MAX_ALLOWANCE, max(1, math.ceil(margin * rate_per_min(alerts, span_ms) * WINDOW_MS / 60_000))))
+
+
+@dataclasses.dataclass
+class Rule:
+    """A benign verdict in force, with its rate window. ``verdict_id`` is the incident it was given on."""
+
+    verdict_id: str
+    kind: tuple[str, ...]
+    max_severity: float
+    until_ms: int
+    allowance: int  # alerts per window
+    decided_ms: int
+    analyst: str
+    note: str
+    window_start: int = -1
+    seen: int = 0  # matching alerts in the current window
+    broken: bool = False  # this window passed the allowance, or the previous one did
+    held: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # {"alert": doc, "event_ms": ms}
+    suppressed: int = 0
+    broke_through: int = 0
+
+    def matches(self, kind: tuple[str, ...], severity: float, event_ms: int) -> bool:
+        return kind == self.kind and severity <= self.max_severity and event_ms <= self.until_ms
+
+    def roll(self, event_ms: int) -> list[dict[str, Any]]:
+        """Move to ``event_ms``'s window if it is later; returns the held alerts now suppressed for good."""
+        start = event_ms - event_ms % WINDOW_MS
+        if start <= self.window_start:
+            return []
+        released, self.held = self.held, []
+        # a broken window keeps the next one broken; a window at or under the allowance (or a gap) heals it
+        self.broken = self.seen > self.allowance and start == self.window_start + WINDOW_MS
+        self.window_start, self.seen = start, 0
+        self.suppressed += len(released)
+        return released
+
+    def offer(self, alert: dict[str, Any], event_ms: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """Take a matching alert: returns (alerts suppressed for good, alerts to file as exceeding the verdict)."""
+        done = self.roll(event_ms)
+        self.seen += 1
+        if self.broken:
+            self.broke_through += 1
+            return done, [alert]
+        if self.seen > self.allowance:
+            self.broken = True
+            filed, self.held = [*self.held, alert], []
+            self.broke_through += len(filed)
+            return done, filed
+        if len(self.held) >= HOLD_MAX:
+            # a verdict on a fast incident: the state record stays bounded; past the allowance, later alerts
+            # in this window are still filed
+            self.suppressed += 1
+            return [*done, alert], []
+        self.held.append(alert)
+        return done, []
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self) | {"kind": list(self.kind)}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Rule:
+        fields = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in fields} | {"kind": tuple(raw["kind"]),
+                                                                       "held": list(raw.get("held", []))})
+
+    def audit(self) -> dict[str, Any]:
+        """Who, when, why and what it covers (no held alerts): for listings and logs."""
+        return {k: v for k, v in self.to_dict().items() if k not in ("held", "window_start", "seen", "broken")}
