@@ -95,10 +95,10 @@ def alert_from_doc(doc: Any, fallback_ms: int, at: dict[str, Any] | None = None)
     assert severity is not None
     rank = _number(doc, "normal_rank", 0.0, 1.0, nullable=True)
     fpr = _number(doc, "threshold_fpr", 0.0, 1.0, nullable=True)
-    cats = doc.get("categories") or {}
+    cats = {} if doc.get("categories") is None else doc["categories"]
     if not isinstance(cats, dict) or len(cats) > MAX_CATEGORIES:
         raise AlertError("bad_field", f"categories must be an object of at most {MAX_CATEGORIES} strings")
-    top = doc.get("top_features") or []
+    top = [] if doc.get("top_features") is None else doc["top_features"]
     if not isinstance(top, list) or not all(isinstance(f, dict) for f in top):
         raise AlertError("bad_field", "top_features must be a list of objects")
     label = doc.get("label")
@@ -121,7 +121,7 @@ def alert_from_doc(doc: Any, fallback_ms: int, at: dict[str, Any] | None = None)
 
 def _coordinates(raw: Any, name: str) -> dict[str, Any]:
     """Topic, partition and offset (each may be absent), checked and bounded."""
-    raw = raw or {}
+    raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise AlertError("bad_field", f"{name} must be an object with topic, partition and offset")
     out: dict[str, Any] = {"topic": _text(raw.get("topic") or "", f"{name}.topic")}

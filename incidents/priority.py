@@ -50,14 +50,14 @@ def rarity(normal_rank: float | None, threshold_fpr: float | None) -> float:
 def log_chi2_sf_even(x: float, dof: int) -> float:
     """Natural log of the chi-square survival function for an even number of degrees of freedom.
 
-    With ``dof = 2m``, ``sf(x) = P(Poisson(x/2) <= m - 1)``: exact (a log-sum of m terms) for m up to 400,
+    With ``dof = 2m``, ``sf(x) = P(Poisson(x/2) <= m - 1)``: exact (a log-sum of m terms) for m up to 60,
     the Wilson-Hilferty normal approximation above (relative error in the log well under 1% there; floods
     have m in the thousands and only their order matters)."""
     m = dof // 2
     half = x / 2.0
     if half <= 0:
         return 0.0
-    if m <= 400:
+    if m <= 60:
         # log sum_{j<m} half^j / j!  - half, summed in log space from the largest term down
         terms = [j * math.log(half) - math.lgamma(j + 1) for j in range(m)]
         top = max(terms)
