@@ -1,5 +1,6 @@
 """``python -m incidents [run]`` runs the incident service; ``python -m incidents feedback --incident ID`` marks
-an incident benign. Exit codes: 0 clean stop; 1 runtime failure (restart it: state is restored from Kafka);
+an incident benign; ``python -m incidents verdicts`` lists every verdict (who, when, why, in force or not).
+Exit codes: 0 clean stop; 1 runtime failure (restart it: state is restored from Kafka);
 2 invalid settings; 3 Kafka unreachable or credentials rejected."""
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from core import settings as cli
 from core.kafka import KafkaConnectError
 from core.lifecycle import run_service
 from core.settings import SettingsError
-from incidents.feedback import FeedbackSettings, send
+from incidents.feedback import FeedbackSettings, VerdictListSettings, send, table, verdicts
 from incidents.settings import IncidentSettings
 
 log = logging.getLogger("incidents")
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command")
     cli.add_arguments(sub.add_parser("run", help=IncidentSettings.__doc__), IncidentSettings)
     cli.add_arguments(sub.add_parser("feedback", help=FeedbackSettings.__doc__), FeedbackSettings)
+    cli.add_arguments(sub.add_parser("verdicts", help=VerdictListSettings.__doc__), VerdictListSettings)
     return p
 
 
@@ -35,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command == "feedback":
             print(json.dumps(send(cli.from_namespace(FeedbackSettings, args))))
+            return 0
+        if command == "verdicts":
+            listing = cli.from_namespace(VerdictListSettings, args)
+            rows = verdicts(listing)
+            print("\n".join(json.dumps(r) for r in rows) if listing.json_lines else table(rows))
             return 0
         from incidents.service import FatalError, IncidentService
 

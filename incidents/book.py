@@ -27,7 +27,7 @@ from typing import Any
 from incidents.alert_input import AlertIn, alert_from_doc
 from incidents.priority import priority, rarity, rate_per_min
 from incidents.triage import HOUR_MS, PAGE, REVIEW, Budget
-from incidents.verdicts import WINDOW_MS, Rule, VerdictDoc, allowance_for
+from incidents.verdicts import WINDOW_MS, Rule, VerdictDoc, allowance_for, offer
 
 SCHEMA_ID = "kdd-incident/2"
 OPEN, UPDATED, CLOSED = "open", "updated", "closed"
@@ -146,7 +146,7 @@ class Limits:
 
     max_verdict_ms: int = 30 * 86_400_000
     max_rules: int = 1_000
-    rate_margin: float = 2.0
+    rate_margin: float = 1.5
 
 
 class IncidentBook:
@@ -177,28 +177,25 @@ class IncidentBook:
         event_ms = alert.event_ms
         self.stream_ms = max(self.stream_ms, event_ms)
         filing = Filing()
-        rule = self._matching_rule(alert, event_ms)
-        if rule is None:
+        pool = self._matching_rules(alert, event_ms)
+        if not pool:
             self._file(alert, event_ms, None, filing)
             return filing
         entry = {"alert": alert.compact(), "event_ms": event_ms}
-        done, breaking = rule.offer(entry, event_ms)
-        filing.rules.add(rule.verdict_id)
-        filing.suppressed += [(e["alert"], rule.verdict_id) for e in done]
+        done, breaking, exceeds = offer(pool, entry, event_ms)
+        filing.rules.update(r.verdict_id for r in pool)
+        filing.suppressed += [(e["alert"], rule_id) for e, rule_id in done]
         filing.held = not breaking
         for e in breaking:
             filed = alert if e is entry else alert_from_doc(e["alert"], int(e["event_ms"]))
-            self._file(filed, filed.event_ms, rule.verdict_id, filing)
+            self._file(filed, filed.event_ms, exceeds, filing)
         return filing
 
-    def _matching_rule(self, alert: AlertIn, event_ms: int) -> Rule | None:
+    def _matching_rules(self, alert: AlertIn, event_ms: int) -> list[Rule]:
         if not self.rules:
-            return None
+            return []
         k = kind(alert)
-        for rule in self.rules.values():
-            if rule.matches(k, alert.severity, event_ms):
-                return rule
-        return None
+        return [rule for rule in self.rules.values() if rule.matches(k, alert.severity, event_ms)]
 
     def _file(self, alert: AlertIn, event_ms: int, exceeds: str | None, filing: Filing) -> None:
         sig = signature(alert)

@@ -1,14 +1,20 @@
-"""Analysts' verdicts: ``python -m incidents feedback --incident ID [--for-s SECONDS]`` marks an incident benign.
+"""Analysts' verdicts: ``python -m incidents feedback --incident ID`` marks an incident benign;
+``python -m incidents verdicts`` lists every verdict with who, when, why and what became of it.
 
-The verdict goes to the feedback topic (keyed by incident id). The incident service then suppresses later
-alerts of the same kind that are no more severe than that incident ever was, for the chosen time: they go
-to the suppressed topic and are counted, never dropped.
+A verdict goes to the feedback topic (keyed by incident id). The incident service turns it into a rule that
+suppresses later alerts of the incident's kind, no more severe than it ever was and no faster than it ran
+(times a margin), until the verdict expires: muted alerts go to the suppressed topic and are counted, never
+dropped, and a flood of the kind is filed regardless (``incidents.verdicts``). Whoever may write the feedback
+topic may mute alerts: grant that ACL to analysts only.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import getpass
 import json
 import time
+from typing import Any
 
 from confluent_kafka import Producer
 from pydantic import Field
@@ -18,6 +24,13 @@ from core.kafka import KafkaSettings, check_connection
 from core.settings import Settings
 
 
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return ""
+
+
 class FeedbackSettings(Settings):
     """Mark an incident benign: matching alerts are suppressed (kept and counted) for a while."""
 
@@ -25,22 +38,104 @@ class FeedbackSettings(Settings):
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     feedback_topic: str = Field("kdd-feedback", min_length=1, description="the incident service's feedback topic")
-    incident: str = Field(..., min_length=1, description="the incident id (from the incident topic)")
-    for_s: float = Field(86_400.0, gt=0, le=86_400 * 365, description="how long the verdict suppresses alerts")
-    analyst: str = Field("", description="who decided (kept with the verdict)")
-    note: str = Field("", description="why (kept with the verdict)")
+    incident: str = Field(..., min_length=1, max_length=200, description="the incident id (from the incident topic)")
+    for_s: float = Field(86_400.0, gt=0, le=86_400 * 30, description="how long the verdict suppresses alerts (the "
+                         "service also caps it: --max-verdict-s)")
+    analyst: str = Field(default_factory=_user, min_length=1, max_length=200,
+                         description="who decided (kept with the verdict; default: the login name)")
+    note: str = Field("", max_length=500, description="why (kept with the verdict)")
 
 
-def send(s: FeedbackSettings) -> dict[str, object]:
+class VerdictListSettings(Settings):
+    """List every verdict on the feedback topic: who, when, why, until when, and whether it is in force."""
+
+    model_config = SettingsConfigDict(env_prefix="FEEDBACK_")
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    feedback_topic: str = Field("kdd-feedback", min_length=1, description="the incident service's feedback topic")
+    state_topic: str = Field("kdd-incidents.state", min_length=1,
+                             description="the incident service's state topic (which verdicts are in force)")
+    json_lines: bool = Field(False, description="one JSON document per verdict instead of a table")
+
+
+def verdict_producer(s: FeedbackSettings) -> Producer:
+    """A producer for verdicts, once the cluster answered (exit 3 otherwise, via KafkaConnectError)."""
     conf = s.kafka.client_config()
     check_connection(conf, s.kafka.connect_timeout_s)
+    return Producer({**conf, "enable.idempotence": True, "acks": "all"})
+
+
+def send(s: FeedbackSettings, producer: Producer | None = None) -> dict[str, object]:
+    """Write one verdict and wait until the broker has it; ``producer`` lets a caller send many over one."""
     now_ms = int(time.time() * 1000)
     verdict = {"incident_id": s.incident, "verdict": "benign", "until_ms": now_ms + int(s.for_s * 1000),
                "decided_ms": now_ms, "analyst": s.analyst, "note": s.note}
-    producer = Producer({**conf, "enable.idempotence": True, "acks": "all"})
+    producer = producer or verdict_producer(s)
     errors: list[str] = []
     producer.produce(s.feedback_topic, key=s.incident.encode(), value=json.dumps(verdict).encode(),
                      on_delivery=lambda err, _m: errors.append(str(err)) if err else None)
     if producer.flush(30) or errors:
         raise RuntimeError(f"the verdict was not delivered to {s.feedback_topic}: {errors or 'timed out'}")
     return verdict
+
+
+def verdicts(s: VerdictListSettings) -> list[dict[str, Any]]:
+    """Every verdict sent, oldest first, with the state the service keeps for the ones in force."""
+    from incidents.service import read_to_end
+
+    conf = s.kafka.client_config()
+    check_connection(conf, s.kafka.connect_timeout_s)
+    in_force: dict[str, dict[str, Any]] = {}
+    for msg in read_to_end(conf, s.state_topic):
+        key = (msg.key() or b"").decode("utf-8", "replace")
+        if key.startswith("rule:"):
+            try:
+                in_force[key[5:]] = json.loads(msg.value())["rule"] if msg.value() else None  # type: ignore[assignment]
+            except (ValueError, KeyError, TypeError):
+                continue
+    now_ms = int(time.time() * 1000)
+    out = []
+    for msg in read_to_end(conf, s.feedback_topic):
+        try:
+            doc = json.loads(msg.value() or b"")
+            if not isinstance(doc, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            out.append({"offset": msg.offset(), "status": "unreadable"})
+            continue
+        rule = in_force.get(str(doc.get("incident_id")))
+        if rule is not None and rule.get("decided_ms") == doc.get("decided_ms"):
+            status = "in force"
+        elif isinstance(doc.get("until_ms"), int | float) and doc["until_ms"] < now_ms:
+            status = "expired"
+        else:
+            status = "not in force (superseded, refused or not yet read: see the service's log)"
+        row = {"offset": msg.offset(), "incident_id": doc.get("incident_id"), "analyst": doc.get("analyst"),
+               "decided": _iso(doc.get("decided_ms")), "until": _iso(doc.get("until_ms")), "note": doc.get("note"),
+               "status": status}
+        if status == "in force" and rule is not None:
+            row |= {"covers": {"kind": rule["kind"], "max_severity": rule["max_severity"],
+                               "alerts_per_minute": rule["allowance"]},
+                    "suppressed": rule["suppressed"], "broke_through": rule["broke_through"]}
+        out.append(row)
+    return out
+
+
+def _iso(ms: Any) -> str | None:
+    if not isinstance(ms, int | float) or not 0 <= ms < 253_402_300_799_000:
+        return None
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="seconds")
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [f"{'decided':25} {'until':25} {'analyst':14} {'status':10} incident / note / what it covers"]
+    for r in rows:
+        if r["status"] == "unreadable":
+            lines.append(f"(offset {r['offset']}: unreadable)")
+            continue
+        covers = (f" | covers {'/'.join(r['covers']['kind'])} up to severity {r['covers']['max_severity']:.3g}, "
+                  f"{r['covers']['alerts_per_minute']}/min; suppressed {r['suppressed']}, broke through "
+                  f"{r['broke_through']}") if "covers" in r else ""
+        lines.append(f"{r['decided'] or '?':25} {r['until'] or '?':25} {str(r['analyst'])[:14]:14} "
+                     f"{r['status'][:10]:10} {r['incident_id']} | {r['note'] or ''}{covers}")
+    return "\n".join(lines)

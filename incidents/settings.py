@@ -37,8 +37,9 @@ class IncidentSettings(Settings):
                              "time; the rest wait in the review queue")
     min_priority: float = Field(2.0, ge=0, le=1_000, description="the page line's floor: -log10 of the combined "
                                 "p-value an incident must reach to page (2 = odds of 1 in 100 under normal traffic)")
-    verdict_rate_margin: float = Field(2.0, ge=1, le=100, description="a benign verdict covers the incident's alert "
-                                       "rate times this; alerts of its kind beyond that are filed, not suppressed")
+    verdict_rate_margin: float = Field(1.5, ge=1, le=100, description="a benign verdict covers the 99% upper bound of "
+                                       "the incident's alert rate times this; alerts of its kind beyond that are "
+                                       "filed, not suppressed")
     max_verdict_s: float = Field(30 * 86_400.0, gt=0, le=365 * 86_400, description="longest a verdict stays in "
                                  "force, whatever it asked for")
     max_verdicts: int = Field(1_000, ge=1, le=100_000, description="benign verdicts in force at most; more are "

@@ -2,16 +2,17 @@
 
 A verdict names an incident. It becomes a rule over that incident's *kind* (protocol, service, flag and the
 worst feature), up to the highest severity the incident reached, for a limited time, and at most at the rate
-the incident ran at (alerts per minute, times a margin). The rate bound is what keeps "this is fine" from
-hiding an attack: a single harmless echo reply marked benign covers two echo replies a minute, not a smurf
-flood of the same kind (issue 20: one such verdict once muted 81,827 smurf alerts on traffic the project had
-never seen, because severity alone was the bound).
+the incident ran at (the 99% upper bound of its alerts per minute, times a margin). The rate bound is what
+keeps "this is fine" from hiding an attack: a single harmless echo reply marked benign covers ten echo replies
+a minute, not a smurf flood of the same kind (issue 20: one such verdict once muted 81,827 smurf alerts on
+traffic the project had never seen, because severity alone was the bound).
 
 How the rate is held, exactly and in bounded memory: event time is cut into windows of one minute. An alert
 the rule matches is *held* (not yet suppressed) while its window is open. When the window ends with no more
 alerts than the allowance, the held alerts are suppressed: kept on the suppressed topic and counted. When the
-window's count passes the allowance, the verdict is broken for that window and the next: every held alert
-and every later one is filed into an incident flagged ``exceeds_verdict``. So a flood is filed whole, never
+window's count passes the allowance (of all verdicts on that kind together), they are broken for that window
+and for every next one in which the kind still comes too fast: every held alert and every later one is filed
+into an incident flagged ``exceeds_verdict``. So a flood is filed whole, never
 partly muted; at most ``allowance`` alerts wait, per rule, for at most a window.
 
 A rule's state (window, count, held alerts) is written to the state topic in the same transaction as the
@@ -23,8 +24,6 @@ from __future__ import annotations
 import dataclasses
 import math
 from typing import Any
-
-from incidents.priority import rate_per_min
 
 WINDOW_MS = 60_000
 MAX_ALLOWANCE = 100_000  # alerts per window a verdict can cover at most
@@ -77,9 +76,22 @@ def _epoch_ms(raw: dict[str, Any], name: str, required: bool = True) -> int | No
     return int(value)
 
 
+def rate_upper_bound(alerts: int) -> float:
+    """The 99% upper confidence bound on a Poisson mean after seeing ``alerts`` (Wilson-Hilferty).
+
+    What the analyst saw is a count, and a count of one says little about the rate: one alert in a minute is
+    consistent with a rate of up to 6.6 a minute. Bounding by the count alone would break a verdict on the
+    next minute's ordinary noise; the upper bound does not, and it converges on the count for large counts
+    (1 -> 6.6, 10 -> 20.1, 100 -> 126, 1,000 -> 1,076)."""
+    n = alerts + 1
+    return n * (1.0 - 1.0 / (9.0 * n) + 2.326 / (3.0 * math.sqrt(n))) ** 3
+
+
 def allowance_for(alerts: int, span_ms: int, margin: float) -> int:
-    """Alerts per window a verdict covers: the incident's rate per minute times the margin, at least one."""
-    return int(min(MAX_ALLOWANCE, max(1, math.ceil(margin * rate_per_min(alerts, span_ms) * WINDOW_MS / 60_000))))
+    """Alerts per window a verdict covers: the upper bound of the incident's rate per minute (its alerts over
+    its span, a span under a minute counted as a minute) times the margin."""
+    per_min = rate_upper_bound(alerts) / max(span_ms / 60_000.0, 1.0)
+    return int(min(MAX_ALLOWANCE, max(1, math.ceil(margin * per_min * WINDOW_MS / 60_000))))
 
 
 @dataclasses.dataclass
@@ -110,31 +122,13 @@ class Rule:
         if start <= self.window_start:
             return []
         released, self.held = self.held, []
-        # a broken window keeps the next one broken; a window at or under the allowance (or a gap) heals it
-        self.broken = self.seen > self.allowance and start == self.window_start + WINDOW_MS
+        # a broken window keeps the next one broken while its kind still came too fast; a window at or under
+        # the allowance (or a gap) heals it
+        self.broken = self.broken and self.seen > self.allowance and start == self.window_start + WINDOW_MS
         self.window_start, self.seen = start, 0
         self.suppressed += len(released)
         return released
 
-    def offer(self, alert: dict[str, Any], event_ms: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """Take a matching alert: returns (alerts suppressed for good, alerts to file as exceeding the verdict)."""
-        done = self.roll(event_ms)
-        self.seen += 1
-        if self.broken:
-            self.broke_through += 1
-            return done, [alert]
-        if self.seen > self.allowance:
-            self.broken = True
-            filed, self.held = [*self.held, alert], []
-            self.broke_through += len(filed)
-            return done, filed
-        if len(self.held) >= HOLD_MAX:
-            # a verdict on a fast incident: the state record stays bounded; past the allowance, later alerts
-            # in this window are still filed
-            self.suppressed += 1
-            return [*done, alert], []
-        self.held.append(alert)
-        return done, []
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self) | {"kind": list(self.kind)}
@@ -148,3 +142,39 @@ class Rule:
     def audit(self) -> dict[str, Any]:
         """Who, when, why and what it covers (no held alerts): for listings and logs."""
         return {k: v for k, v in self.to_dict().items() if k not in ("held", "window_start", "seen", "broken")}
+
+
+def offer(pool: list[Rule], entry: dict[str, Any], event_ms: int
+          ) -> tuple[list[tuple[dict[str, Any], str]], list[dict[str, Any]], str | None]:
+    """An alert that the verdicts in ``pool`` all match (same kind, within severity and time).
+
+    Several verdicts on one kind cover the sum of their rates: the alert is held by the first with room in
+    this window. When none has room, the kind came faster than all of them together covered: every one of
+    them breaks, and what they held is filed with the alert. Returns (entries suppressed for good with their
+    verdict, entries to file, the verdict they exceed)."""
+    done = [(e, r.verdict_id) for r in pool for e in r.roll(event_ms)]
+    broken = next((r for r in pool if r.broken), None)
+    if broken is not None:
+        for r in pool:
+            r.seen += 1
+        broken.broke_through += 1
+        return done, [entry], broken.verdict_id
+    room = next((r for r in pool if r.seen < r.allowance), None)
+    if room is not None:
+        room.seen += 1
+        if len(room.held) >= HOLD_MAX:
+            # a verdict on a fast incident: the state record stays bounded; past the allowance, later alerts
+            # in this window are still filed
+            room.suppressed += 1
+            return [*done, (entry, room.verdict_id)], [], None
+        room.held.append(entry)
+        return done, [], None
+    filed: list[dict[str, Any]] = []
+    for r in pool:
+        r.broken = True
+        r.seen += 1
+        r.broke_through += len(r.held)
+        filed += r.held
+        r.held = []
+    pool[0].broke_through += 1
+    return done, [*filed, entry], pool[0].verdict_id

@@ -29,34 +29,56 @@ def say(msg: str) -> None:
     print(f"\033[1m[demo]\033[0m {msg}" if sys.stdout.isatty() else f"[demo] {msg}", flush=True)
 
 
+def _line(doc: dict) -> str:
+    labels = ", ".join(f"{k}{v}" for k, v in sorted(doc["labels"].items(), key=lambda kv: -kv[1])[:3])
+    return (f"priority {doc['priority']:9.1f}  {'/'.join(doc['signature'][:3]):22} worst: "
+            f"{','.join(doc['signature'][3:5]):28} alerts {doc['alerts']:>6}  {doc['rate_per_min']:8.1f}/min  "
+            f"max severity {doc['max_severity']:7.1f}  labels: {labels}")
+
+
 def show_incidents(bootstrap: str, topic: str, producer: object, det: harness.DetectorProcess,
-                   inc: harness.IncidentProcess, limit: int, quiet_s: float) -> None:
-    """Print incidents as they open and close (not every alert) until the replay is scored and things went quiet."""
+                   inc: harness.IncidentProcess, limit: int, quiet_s: float) -> dict[str, dict]:
+    """Print incidents as they page (not every alert, not the review queue) until the replay is scored and
+    things went quiet; returns the latest record of every incident."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": harness.unique("demo"),
                          "auto.offset.reset": "earliest", "isolation.level": "read_committed"})
     consumer.subscribe([topic])
-    seen: set[str] = set()
+    latest: dict[str, dict] = {}
     done_at: float | None = None
     while done_at is None or time.monotonic() < done_at + quiet_s:
         for msg in consumer.consume(500, 0.5):
-            if msg.error() is not None:
+            if msg.error() is not None or msg.value() is None:
                 continue
             doc = json.loads(msg.value())
-            new = doc["incident_id"] not in seen
-            seen.add(doc["incident_id"])
-            if new or doc["status"] == "closed":
-                labels = ", ".join(f"{k}{v}" for k, v in sorted(doc["labels"].items(), key=lambda kv: -kv[1])[:3])
-                print(f"{'OPENED' if new and doc['status'] != 'closed' else 'CLOSED':6} {doc['incident_id']}  "
-                      f"{'/'.join(doc['signature'][:3]):22} worst: {','.join(doc['signature'][3:5]):32} "
-                      f"alerts {doc['alerts']:>6}  max severity {doc['max_severity']:8.1f}  labels: {labels}",
-                      flush=True)
+            before = latest.get(doc["incident_id"])
+            latest[doc["incident_id"]] = doc
+            if doc["triage"]["decision"] == "page" and (before is None or before["triage"]["decision"] != "page"):
+                print(f"PAGE   {doc['incident_id']}  {_line(doc)}", flush=True)
         m = det.metrics()
         scored = harness.total(m, "detector_records_scored_total") + harness.total(m, "detector_dead_letters_total")
         if done_at is None and producer.poll() is not None and scored >= limit:  # type: ignore[attr-defined]
             done_at = time.monotonic()
     consumer.close()
-    say(f"incidents: {int(inc.total('incidents_opened_total'))} opened, {int(inc.total('incidents_closed_total'))} "
-        f"closed, from {int(inc.total('incidents_alerts_total'))} alerts")
+    return latest
+
+
+def summarise(latest: dict[str, dict], inc: harness.IncidentProcess) -> None:
+    """The paged incidents, best first, and what the review queue holds."""
+    paged = sorted((d for d in latest.values() if d["triage"]["decision"] == "page"), key=lambda d: -d["priority"])
+    review = [d for d in latest.values() if d["triage"]["decision"] != "page"]
+
+    def attack(d: dict) -> bool:
+        normal = sum(v for k, v in d["labels"].items() if k.rstrip(".") == "normal")
+        return normal * 2 < sum(d["labels"].values())
+
+    say(f"paged incidents, best first (budget {int(inc.total('incidents_page_budget'))} per hour, page line now "
+        f"{inc.total('incidents_page_line'):.1f}):")
+    for d in paged:
+        print(f"  {_line(d)}", flush=True)
+    say(f"incidents: {len(latest)} from {int(inc.total('incidents_alerts_total'))} alerts; {len(paged)} paged "
+        f"({sum(map(attack, paged))} of them mostly attacks), {len(review)} in review "
+        f"({sum(map(attack, review))} mostly attacks); the review queue's best: "
+        f"{max((d['priority'] for d in review), default=0):.1f}")
 
 
 def main() -> int:
@@ -83,7 +105,8 @@ def main() -> int:
                 f"(alerts on {alerts}, incidents on {inc.topics['incident']})")
             producer = harness.start_replay(bootstrap, topic, data, limit, rate, "--shuffle", "--anomaly-fraction",
                                             fraction, stdout=-1)
-            show_incidents(bootstrap, inc.topics["incident"], producer, det, inc, limit, quiet_s=20)
+            latest = show_incidents(bootstrap, inc.topics["incident"], producer, det, inc, limit, quiet_s=20)
+            summarise(latest, inc)
             say(f"replay summary: {producer.stdout.read().decode().strip() if producer.stdout else ''}")
             m = det.metrics()
             say(f"detector: scored {harness.total(m, 'detector_records_scored_total'):.0f}, alerts "

@@ -17,7 +17,16 @@ from incidents.alert_input import AlertError, alert_from_doc, parse_alert
 from incidents.book import IncidentBook
 from incidents.priority import log_chi2_sf_even, log_poisson_tail, priority, rarity
 from incidents.triage import HOUR_MS, PAGE, REVIEW, Budget
-from incidents.verdicts import HOLD_MAX, WINDOW_MS, Rule, VerdictDoc, VerdictError, allowance_for
+from incidents.verdicts import (
+    HOLD_MAX,
+    WINDOW_MS,
+    Rule,
+    VerdictDoc,
+    VerdictError,
+    allowance_for,
+    offer,
+    rate_upper_bound,
+)
 
 T0 = 1_800_000_000_000 - 1_800_000_000_000 % WINDOW_MS  # a window boundary
 
@@ -62,31 +71,42 @@ def test_priority_weighs_rarity_not_mere_alerts() -> None:
 
 
 # ------------------------------------------------------------------------------------------ verdicts
-def test_allowance_is_the_rate_the_analyst_saw_times_the_margin() -> None:
-    assert allowance_for(1, 0, 2.0) == 2  # one alert: one a minute, times two
-    assert allowance_for(300, 10_000, 2.0) == 600  # 300 in ten seconds counts as 300 in a minute
-    assert allowance_for(600, 600_000, 2.0) == 120  # 600 over ten minutes: 60 a minute
+def test_allowance_is_the_upper_bound_of_the_rate_the_analyst_saw_times_the_margin() -> None:
+    assert rate_upper_bound(1) == pytest.approx(stats.chi2.ppf(0.99, 4) / 2, rel=0.01)
+    assert rate_upper_bound(100) == pytest.approx(stats.chi2.ppf(0.99, 202) / 2, rel=0.01)
+    assert allowance_for(1, 0, 1.5) == 10  # one alert: up to 6.6 a minute, times 1.5
+    assert allowance_for(300, 10_000, 1.5) == 515  # 300 in ten seconds counts as 300 in a minute
+    assert allowance_for(600, 600_000, 1.5) == 99  # 600 over ten minutes: 60 a minute, bound 66
 
 
 def test_a_verdict_holds_within_its_rate_and_files_the_whole_window_beyond_it() -> None:
     rule = Rule("v", ("icmp",), 5.0, T0 + 10 * HOUR_MS, allowance=2, decided_ms=T0, analyst="a", note="n")
     entry = [{"alert": {"record_id": str(i)}, "event_ms": T0 + i} for i in range(5)]
-    assert rule.offer(entry[0], T0) == ([], []) and rule.offer(entry[1], T0 + 1) == ([], [])
-    done, filed = rule.offer(entry[2], T0 + 2)  # the third in a window of allowance 2: all three are filed
-    assert done == [] and filed == entry[:3] and rule.held == []
-    assert rule.offer(entry[3], T0 + 3) == ([], [entry[3]])  # the window stays broken
+    assert offer([rule], entry[0], T0) == ([], [], None) and offer([rule], entry[1], T0 + 1) == ([], [], None)
+    done, filed, exceeds = offer([rule], entry[2], T0 + 2)  # the third in a window of allowance 2: all filed
+    assert done == [] and filed == entry[:3] and exceeds == "v" and rule.held == []
+    assert offer([rule], entry[3], T0 + 3) == ([], [entry[3]], "v")  # the window stays broken
     # the next window starts broken (the last one passed the allowance) and heals after a quiet one
-    assert rule.offer(entry[4], T0 + WINDOW_MS) == ([], [entry[4]])
-    assert rule.offer(entry[0], T0 + 2 * WINDOW_MS) == ([], [])  # one alert in the broken window: healed
+    assert offer([rule], entry[4], T0 + WINDOW_MS) == ([], [entry[4]], "v")
+    assert offer([rule], entry[0], T0 + 2 * WINDOW_MS) == ([], [], None)  # one alert in the broken window: healed
     assert rule.roll(T0 + 3 * WINDOW_MS) == [entry[0]]  # held to the end of its window, then suppressed
     assert rule.suppressed == 1 and rule.broke_through == 5
+
+
+def test_verdicts_on_one_kind_cover_the_sum_of_their_rates_and_break_together() -> None:
+    a = Rule("a", ("icmp",), 5.0, T0 + HOUR_MS, allowance=2, decided_ms=T0, analyst="", note="")
+    b = Rule("b", ("icmp",), 5.0, T0 + HOUR_MS, allowance=3, decided_ms=T0, analyst="", note="")
+    entries = [{"alert": {"record_id": str(i)}, "event_ms": T0} for i in range(6)]
+    assert all(offer([a, b], e, T0)[1] == [] for e in entries[:5])  # 2 + 3 held
+    done, filed, exceeds = offer([a, b], entries[5], T0)
+    assert filed == entries and exceeds == "a" and a.broken and b.broken and not a.held and not b.held
 
 
 def test_held_alerts_are_bounded_whatever_the_allowance() -> None:
     rule = Rule("v", ("icmp",), 5.0, T0 + HOUR_MS, allowance=10 * HOLD_MAX, decided_ms=T0, analyst="", note="")
     suppressed_now = 0
     for _ in range(3 * HOLD_MAX):
-        done, filed = rule.offer({"alert": {}, "event_ms": T0}, T0)
+        done, filed, _exceeds = offer([rule], {"alert": {}, "event_ms": T0}, T0)
         suppressed_now += len(done)
         assert filed == []
     assert len(rule.held) == HOLD_MAX and suppressed_now == 2 * HOLD_MAX
@@ -101,7 +121,7 @@ def test_a_benign_verdict_then_a_flood_of_the_same_kind_files_every_flood_alert(
     [harmless] = book.incidents.values()
     verdict = VerdictDoc(harmless.incident_id, T0 + 10 * HOUR_MS, T0, "ann", "echo reply")
     assert book.mark_benign(verdict)[0] == "applied"
-    assert book.rules[harmless.incident_id].allowance == 2
+    assert book.rules[harmless.incident_id].allowance == 10
     flood_start = T0 + 10 * WINDOW_MS
     filed, suppressed = 0, 0
     for i in range(1_000):  # 100 a minute: 100 times the verdict's one a minute
