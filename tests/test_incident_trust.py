@@ -59,6 +59,16 @@ def test_a_benign_verdict_then_a_flood_of_its_kind_at_100x_its_rate(kafka_bootst
         rules = [json.loads(m.value()) for m in read_to_end({"bootstrap.servers": kafka_bootstrap}, svc.topics["state"])
                  if m.key() == f"rule:{harmless}".encode() and m.value()]
         assert rules and rules[-1]["rule"]["allowance"] == 10
+        # the audit trail: who, when, why, what it covers and what broke through it
+        listing = subprocess.run([sys.executable, "-m", "incidents", "verdicts", "--bootstrap-servers",
+                                  kafka_bootstrap, "--feedback-topic", svc.topics["feedback"], "--state-topic",
+                                  svc.topics["state"], "--json-lines"],
+                                 capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert listing.returncode == 0, listing.stderr[-2000:]
+        [row] = [json.loads(line) for line in listing.stdout.splitlines()]
+        assert row["incident_id"] == harmless and row["analyst"] == "ann" and row["note"] == "a harmless echo reply"
+        assert row["status"] == "in force" and row["covers"]["alerts_per_minute"] == 10
+        assert row["broke_through"] == len(flood) and row["suppressed"] == 0
 
 
 def test_the_page_budget_holds_over_quiet_and_flood_hours(kafka_bootstrap: str, make_topic: TopicFactory,
