@@ -58,6 +58,9 @@ class Incident:
     severity_sum: float = 0.0
     max_severity: float = 0.0
     rarity: float = 0.0  # Fisher's sum of -2 ln q over the alerts (incidents.priority)
+    minute_start: int = -1  # the current minute of event time, its alerts, and the busiest minute's
+    minute_count: int = 0
+    peak_per_min: int = 0
     priority: float = 0.0
     triage: str = REVIEW
     triage_reason: str = "not ranked yet"
@@ -75,7 +78,12 @@ class Incident:
         self.max_severity = max(self.max_severity, alert.severity)
         self.rarity += rarity(alert.normal_rank, alert.threshold_fpr)
         self.last_seen_ms = max(self.last_seen_ms, event_ms)
-        self.priority = priority(self.rarity, self.alerts, self.last_seen_ms - self.first_seen_ms, gap_ms)
+        minute = event_ms - event_ms % 60_000
+        if minute > self.minute_start:
+            self.minute_start, self.minute_count = minute, 0
+        self.minute_count += 1  # a late alert counts in the current minute
+        self.peak_per_min = max(self.peak_per_min, self.minute_count)
+        self.priority = priority(self.rarity, self.alerts, self.peak_per_min, gap_ms)
         for f in alert.features[:3]:
             if f in self.features or len(self.features) < MAX_LABELS:
                 self.features[f] += 1
@@ -101,7 +109,8 @@ class Incident:
             "triage": {"decision": self.triage, "reason": self.triage_reason, "paged_ms": self.paged_ms},
             "signature": list(self.signature), "kind": list(self.kind),
             "first_seen_ms": self.first_seen_ms, "last_seen_ms": self.last_seen_ms, "alerts": self.alerts,
-            "rate_per_min": round(self.rate_per_min, 3), "rarity": self.rarity,
+            "rate_per_min": round(self.rate_per_min, 3), "peak_per_min": self.peak_per_min,
+            "minute": [self.minute_start, self.minute_count], "rarity": self.rarity,
             "max_severity": self.max_severity, "mean_severity": self.severity_sum / max(1, self.alerts),
             "severity_sum": self.severity_sum, "exceeds_verdict": self.exceeds_verdict,
             "over_verdict_alerts": self.over_verdict_alerts, "resolution": self.resolution,
@@ -117,7 +126,8 @@ class Incident:
         inc = cls(str(raw["incident_id"]), tuple(map(str, raw["signature"])), tuple(map(str, raw["kind"])),
                   int(raw["first_seen_ms"]), int(raw["last_seen_ms"]), str(raw["status"]), int(raw["alerts"]),
                   float(raw["severity_sum"]), float(raw["max_severity"]), float(raw["rarity"]),
-                  float(raw["priority"]), str(triage["decision"]), str(triage["reason"]),
+                  int(raw["minute"][0]), int(raw["minute"][1]), int(raw["peak_per_min"]), float(raw["priority"]),
+                  str(triage["decision"]), str(triage["reason"]),
                   None if triage["paged_ms"] is None else int(triage["paged_ms"]),
                   raw["exceeds_verdict"], int(raw["over_verdict_alerts"]), raw["resolution"],
                   Counter({str(k): int(v) for k, v in raw["features"].items()}),

@@ -7,22 +7,23 @@ under the null hypothesis "this is normal traffic" its tail share ``1 - normal_r
 An alert just over the line says little (q near 1); one rarer than anything in calibration says a lot
 (q near ``P_FLOOR / threshold_fpr``: the calibration resolves tails down to 1e-4 and no further).
 
-How fast the alerts come is the second piece of evidence. The service's gap (``--gap-s``) is its statement
-of how sparse unrelated alerts of one signature are: further apart than that, they are two incidents. Under
-the null, a signature's alerts arrive at most once per gap, so ``k`` alerts over a span ``T`` have the
-Poisson tail probability ``P(N >= k; mu = (T + gap) / gap)``. A flood (thousands in minutes) is
-astronomically unlikely under that; a trickle is not.
+How fast the alerts come is the second piece of evidence: the busiest minute's count (event time). The
+service's gap (``--gap-s``) is its statement of how sparse unrelated alerts of one signature are: further
+apart than that, they are two incidents. Under the null, a signature's alerts arrive at most once per gap,
+so a minute holds ``N ~ Poisson(60 s / gap)`` of them, and ``P(N >= peak | N >= 1)`` (conditioned, like the
+alerts, on there being one at all) is the rate's p-value. A flood (hundreds in a minute) is astronomically
+unlikely under that; a steady trickle, however long, is not: its busiest minute holds one or two.
 
-Fisher's method combines the k alert p-values and the rate p-value into one chi-square statistic with
-``2(k + 1)`` degrees of freedom; the priority is ``-log10`` of its p-value: "bits" of evidence on a
-decimal scale. Why this and not a sum of severities: the rarity part does not grow with alerts that are
-merely alerts (a thousand just over the line add about their degrees of freedom, no evidence), while a sum of
-severities grows with every one of them, so a noisy normal service outranks a short, clearly abnormal
-burst. Alerts far beyond calibration add about ``2 ln(threshold_fpr / 1e-4)`` each (9.2 at FPR 0.01): one
-alone is priority 1.4 (below the default page floor of 2: a single alert pages no one), two are 2.7, ten in a
-few seconds about 15. Many alerts of one signature within a gap are a burst whatever their scores, and the
-rate term says so. The README compares this with the sum and the maximum of severities and with the alert
-count on the same incidents (``python -m scripts.evaluate_incidents``).
+The two p-values, rarity (Fisher's method over the k alerts: chi-square with 2k degrees of freedom) and rate,
+are combined by Fisher's method again (chi-square with 4 degrees of freedom); the priority is ``-log10`` of
+the result: evidence on a decimal scale (2 = odds of 1 in 100 under normal traffic). Why this and not a sum
+of severities: alerts that are merely alerts add nothing (a thousand just over the line over a day leave
+both p-values near 1), while a sum of severities grows with every one of them, so a noisy normal service
+outranks a short, clearly abnormal burst (``tests/test_triage.py`` has that case). Alerts far beyond
+calibration add about ``2 ln(threshold_fpr / 1e-4)`` each (9.2 at FPR 0.01): one alone is priority 1.25
+(below the default page floor of 2: a single alert pages no one), two in a minute 3.0, ten in a minute
+about 20. The README compares it with the sum and the maximum of severities, the alert count and arrival
+order on the same incidents (``python -m scripts.evaluate_incidents``).
 
 Everything here is a pure function of numbers the incident record keeps (``rarity``, alerts, span), so a
 restored incident continues with the same priority.
@@ -92,18 +93,20 @@ def log_poisson_tail(k: int, mu: float) -> float:
     return min(0.0, log_pmf + math.log(total))
 
 
-def rate_mu(alerts: int, span_ms: int, gap_ms: int) -> float:
-    """Expected alerts of one signature over the incident's span under the null (one per gap)."""
-    return (max(0, span_ms) + gap_ms) / gap_ms
+def rate_log_p(peak_per_min: int, gap_ms: int) -> float:
+    """Natural log of the rate's p-value: a minute with ``peak_per_min`` alerts, given it has one, under one
+    alert per gap."""
+    mu = 60_000.0 / gap_ms
+    return min(0.0, log_poisson_tail(peak_per_min, mu) - log_poisson_tail(1, mu))
 
 
-def priority(rarity_sum: float, alerts: int, span_ms: int, gap_ms: int) -> float:
-    """``-log10`` of Fisher's combined p-value over the alerts' rarity and their rate (>= 0)."""
+def priority(rarity_sum: float, alerts: int, peak_per_min: int, gap_ms: int) -> float:
+    """``-log10`` of Fisher's combination of the rarity p-value (over the alerts) and the rate p-value (>= 0)."""
     if alerts <= 0:
         return 0.0
-    rate_term = -2.0 * log_poisson_tail(alerts, rate_mu(alerts, span_ms, gap_ms))
-    log_p = log_chi2_sf_even(rarity_sum + rate_term, 2 * (alerts + 1))
-    return max(0.0, -log_p / _LN10)
+    log_p_rarity = log_chi2_sf_even(rarity_sum, 2 * alerts)
+    x = -2.0 * (log_p_rarity + rate_log_p(max(1, peak_per_min), gap_ms))
+    return max(0.0, -log_chi2_sf_even(x, 4) / _LN10)
 
 
 def rate_per_min(alerts: int, span_ms: int) -> float:

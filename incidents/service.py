@@ -27,6 +27,7 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from core import headers
 from core.health import HealthServer
 from core.kafka import check_connection, ensure_topic
+from incidents import state
 from incidents.alert_input import AlertError, parse_alert
 from incidents.book import Incident, IncidentBook, Limits
 from incidents.metrics import IncidentMetrics
@@ -36,7 +37,6 @@ from incidents.verdicts import BENIGN, Rule, VerdictDoc
 
 log = logging.getLogger(__name__)
 
-STATE_SCHEMA = "kdd-incident-state/1"
 MAX_DEAD_LETTER_BYTES = 512 * 1024
 Output = tuple[str, str | None, bytes | None] | tuple[str, str | None, bytes | None, list[tuple[str, bytes]]]
 
@@ -134,15 +134,7 @@ class IncidentService:
             if msg.value() is None:
                 continue
             try:
-                doc = json.loads(msg.value())
-                if doc.get("schema") != STATE_SCHEMA:
-                    raise ValueError(f"schema {doc.get('schema')!r} is not {STATE_SCHEMA}")
-                if doc["type"] == "rule":
-                    self.book.restore_rule(Rule.from_dict(doc["rule"]))
-                elif doc["type"] == "budget":
-                    self.book.budget.restore(doc["budget"])
-                else:
-                    raise ValueError(f"unknown state record type {doc['type']!r}")
+                state.apply(self.book, msg.value())
             except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
                 self._bad_state(s.state, msg, exc)
         self._gauges()
@@ -211,8 +203,7 @@ class IncidentService:
         outputs += [self._record(inc) for inc in changed.values()]
         outputs += [self._rule_record(rule_id) for rule_id in sorted(rules | removed)]
         if changed or rules or removed:
-            budget = {"schema": STATE_SCHEMA, "type": "budget", "budget": book.budget.to_dict()}
-            outputs.append((s.state, "budget", _json(budget)))
+            outputs.append((s.state, *state.budget_record(book)))
         return outputs
 
     def _gauges(self) -> None:
@@ -297,11 +288,7 @@ class IncidentService:
         return self.settings.incident_topic, inc.incident_id, _json(inc.to_dict())
 
     def _rule_record(self, rule_id: str) -> Output:
-        rule = self.book.rules.get(rule_id)
-        key = f"rule:{rule_id}"
-        if rule is None:
-            return self.settings.state, key, None
-        return self.settings.state, key, _json({"schema": STATE_SCHEMA, "type": "rule", "rule": rule.to_dict()})
+        return (self.settings.state, *state.rule_record(self.book, rule_id))
 
     @staticmethod
     def _offsets(msgs: list[Message]) -> dict[tuple[str, int], int]:
@@ -333,5 +320,4 @@ class IncidentService:
             raise FatalError(f"incident transaction not committed ({exc}); restart to restore from Kafka") from exc
 
 
-def _json(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, separators=(",", ":")).encode()
+_json = state.encode

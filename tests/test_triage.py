@@ -57,16 +57,18 @@ def test_poisson_tail_matches_scipy(k: int, mu: float) -> None:
 
 
 def test_a_flood_has_a_finite_priority_that_keeps_growing() -> None:
-    small, big = priority(9.2 * 1_000, 1_000, 10_000, 300_000), priority(9.2 * 80_000, 80_000, 10_000, 300_000)
+    small, big = priority(9.2 * 1_000, 1_000, 1_000, 300_000), priority(9.2 * 80_000, 80_000, 5_000, 300_000)
     assert math.isfinite(big) and big > small > 100
 
 
-def test_priority_weighs_rarity_not_mere_alerts() -> None:
+def test_priority_weighs_rarity_and_speed_not_mere_alerts() -> None:
     gap = 300_000
-    mild_trickle = priority(rarity(0.9901, 0.01) * 30, 30, 3 * 3_600_000, gap)  # 30 alerts over 3 h, just over
-    rare_pair = priority(rarity(1.0, 0.01) * 2, 2, 1_000, gap)  # two beyond anything in calibration
-    assert mild_trickle < 1.0 < 2.0 < rare_pair
-    assert priority(rarity(1.0, 0.01), 1, 0, gap) < 2.0  # a single alert never reaches the default floor
+    mild_trickle = priority(rarity(0.9901, 0.01) * 300, 300, 2, gap)  # 300 just over the line, two a minute at most
+    rare_pair = priority(rarity(1.0, 0.01) * 2, 2, 2, gap)  # two beyond anything in calibration, in one minute
+    fast_mild = priority(rarity(0.995, 0.01) * 200, 200, 200, gap)  # 200 middling alerts in one minute
+    assert mild_trickle < 1.0 < 2.0 < rare_pair < fast_mild
+    assert priority(rarity(1.0, 0.01), 1, 1, gap) < 2.0  # a single alert never reaches the default floor
+    assert priority(rarity(1.0, 0.01), 1, 1, 3_600_000) == priority(rarity(1.0, 0.01), 1, 1, 60_000)  # gap-free
     assert rarity(None, None) == 0.0 and rarity(0.99, 0.01) == pytest.approx(0.0, abs=1e-9)
 
 
@@ -232,3 +234,20 @@ def test_any_json_is_an_alert_or_an_alert_error_and_a_valid_one_files(anything: 
         assert filing.filed == 1
         record = json.dumps([inc.to_dict() for inc in filing.changed])
         assert len(record) < 100_000
+
+
+def test_priority_ranks_a_short_abnormal_burst_above_a_noisy_normal_service_where_a_sum_of_severities_does_not(
+) -> None:
+    """The case the README's comparison turns on: a normal service that crosses the line all day (1,000 alerts
+    over ten hours, just over the threshold) and a burst of five connections rarer than anything in calibration.
+    A sum of severities puts the noise first; the priority puts the burst first."""
+    book = IncidentBook(gap_ms=600_000)
+    for i in range(1_000):
+        book.add(alert_from_doc(doc(i, T0 + i * 36_000, service="noisy", severity=1.2, rank=0.9905), 0))
+    for i in range(5):
+        book.add(alert_from_doc(doc(10_000 + i, T0 + i * 1_000, service="burst", severity=4.0, rank=1.0,
+                                    label="back."), 0))
+    noisy = max((inc for inc in book.incidents.values() if inc.signature[1] == "noisy"), key=lambda i: i.alerts)
+    [burst] = [inc for inc in book.incidents.values() if inc.signature[1] == "burst"]
+    assert noisy.severity_sum > burst.severity_sum
+    assert burst.priority > noisy.priority
