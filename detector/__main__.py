@@ -39,8 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     from core.lifecycle import run_service
     from detector.service import Detector
     from detector.source import FatalError
-    from training.bundle import BundleError
-    from training.store import StoreError
+    from model.bundle import BundleError
+    from model.store import StoreError
 
     try:
         detector = Detector(settings)

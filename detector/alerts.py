@@ -18,7 +18,7 @@ from core import headers as h
 from detector.outputs import OutMessage
 from detector.parsing import ParsedBatch
 from detector.scoring import ScoredBatch
-from training.scoring import Scorer
+from model.scorer import Scorer
 
 SCHEMA_ID = "kdd-alert/1"
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from core.schema import RecordSchema
 from detector.metrics import DetectorMetrics
-from training.profile import FeatureProfile, psi
+from model.profile import FeatureProfile, psi
 
 
 class DriftMonitor:

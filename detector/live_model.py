@@ -14,7 +14,7 @@ from pathlib import Path
 from core.schema import RecordSchema
 from detector.alerts import AlertBuilder
 from detector.scoring import ScoreStage
-from training.bundle import Bundle, BundleError, load_bundle
+from model.bundle import Bundle, BundleError, load_bundle
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from detector.live_model import LiveModel
 from detector.metrics import DetectorMetrics
-from training import store
-from training.bundle import BundleError
+from model import store
+from model.bundle import BundleError
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import dataclasses
 import numpy as np
 
 from detector.parsing import ParsedBatch
-from training.bundle import Bundle
-from training.scoring import Scores
+from model.bundle import Bundle
+from model.scorer import Scores
 
 
 @dataclasses.dataclass(frozen=True)

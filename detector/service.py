@@ -42,7 +42,7 @@ from detector.scoring import ScoredBatch
 from detector.settings import DetectorSettings
 from detector.shadow import Shadow, ShadowBatch
 from detector.source import InputBatch, InputSource
-from training import backend, store
+from model import backend, store
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 
-P_FLOOR = 1e-4  # the calibration's tail resolution (training.calibration.MIN_FPR)
+P_FLOOR = 1e-4  # the calibration's tail resolution (model.calibration.MIN_FPR)
 DEFAULT_FPR = 0.01  # for alerts from bundles without calibration scores (no normal_rank)
 _LN10 = math.log(10.0)
 

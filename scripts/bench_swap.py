@@ -28,9 +28,9 @@ from confluent_kafka import Consumer
 
 from core.records import default_data_path
 from core.settings import MODEL_DIR
+from model import store
+from model.bundle import MANIFEST
 from scripts import harness
-from training import store
-from training.bundle import MANIFEST
 
 log = logging.getLogger("bench_swap")
 

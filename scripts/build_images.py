@@ -3,8 +3,9 @@
     python scripts/build_images.py                  # app (CPU), kafka, prometheus
     python scripts/build_images.py --image app --image gpu
 
-Images: ``app`` (deploy/docker/Dockerfile: detector, producer, training, incidents; CPU TensorFlow),
-``gpu`` (Dockerfile.gpu; builds without a GPU, several gigabytes), ``kafka`` (the broker from the
+Images: ``app`` (deploy/docker/Dockerfile: detector, producer, incidents; Keras on JAX, no TensorFlow),
+``training`` (Dockerfile.training: ``python -m training`` on CPU TensorFlow), ``gpu`` (Dockerfile.gpu: the
+app image on JAX's CUDA runtime; builds without a GPU, several gigabytes), ``kafka`` (the broker from the
 project's Maven jars on a Debian JRE) and ``prometheus`` (Debian's package). The Dockerfiles keep public
 base images as their default; where those cannot be pulled (no registry reachable), a base is made here
 from Debian packages with debootstrap and imported, once per recipe. Python packages come from a
@@ -61,19 +62,21 @@ class Image:
     name: str
     dockerfile: str
     base: Base
-    tensorflow: str | None = None  # the TensorFlow distribution for app images (wheelhouse and build arg)
+    requirements: tuple[str, ...] = ()  # deploy/docker/requirements.py's arguments (extras, renames): Python images
 
 
 PYTHON_BASE = Base("python", "python:3.11-slim-bookworm", ("python3", "python3-venv", "python-is-python3",
                                                            "ca-certificates"))
 INFRA_BASE = Base("infra", "debian:bookworm-slim", ("openjdk-17-jre-headless", "prometheus", "ca-certificates"))
 IMAGES = {
-    "app": Image("kdd-detector:cpu", "deploy/docker/Dockerfile", PYTHON_BASE, "tensorflow-cpu"),
-    "gpu": Image("kdd-detector:gpu", "deploy/docker/Dockerfile.gpu", PYTHON_BASE, "tensorflow[and-cuda]"),
+    "app": Image("kdd-detector:cpu", "deploy/docker/Dockerfile", PYTHON_BASE, ("serving",)),
+    "training": Image("kdd-training:cpu", "deploy/docker/Dockerfile.training", PYTHON_BASE,
+                      ("training", "tensorflow=tensorflow-cpu")),
+    "gpu": Image("kdd-detector:gpu", "deploy/docker/Dockerfile.gpu", PYTHON_BASE, ("serving-gpu",)),
     "kafka": Image("kdd-kafka:4.1.1", "deploy/kafka/Dockerfile", INFRA_BASE),
     "prometheus": Image("kdd-prometheus:local", "deploy/prometheus/Dockerfile", INFRA_BASE),
 }
-DEFAULT_IMAGES = ("app", "kafka", "prometheus")
+DEFAULT_IMAGES = ("app", "training", "kafka", "prometheus")
 
 
 class NoBaseError(EngineError):
@@ -122,13 +125,13 @@ def make_local_base(engine: Engine, base: Base) -> None:
 
 
 # --------------------------------------------------------------------------------------- contexts
-def fill_wheelhouse(tensorflow: str) -> bool:
+def fill_wheelhouse(requirements: tuple[str, ...]) -> bool:
     """Wheels for every runtime requirement, through the host's pip settings. False: build online instead."""
     if sys.version_info[:2] != IMAGE_PYTHON:
         log.warning("host Python %d.%d differs from the images' %d.%d: no wheelhouse, the build uses the index",
                     *sys.version_info[:2], *IMAGE_PYTHON)
         return False
-    reqs = subprocess.run([sys.executable, str(REPO / "deploy" / "docker" / "requirements.py"), tensorflow,
+    reqs = subprocess.run([sys.executable, str(REPO / "deploy" / "docker" / "requirements.py"), *requirements,
                            str(REPO / "pyproject.toml")], capture_output=True, text=True, check=True).stdout.split()
     log.info("wheelhouse: %s (%d requirements + build tools)", WHEELHOUSE, len(reqs))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--wheel-dir", str(WHEELHOUSE), "--find-links",
@@ -164,7 +167,7 @@ def build(engine: Engine, key: str, *, offline_wheels: bool, no_cache: bool) -> 
     args = ["build", "-f", str(REPO / image.dockerfile), "-t", image.name, "--build-arg", f"BASE_IMAGE={base}"]
     if engine.is_podman:
         args += ["--format", "docker"]  # keeps HEALTHCHECK (the OCI format drops it)
-    if image.tensorflow and offline_wheels:
+    if image.requirements and offline_wheels:
         args += ["--build-arg", "PIP_INDEX_OPTION=--no-index"]
     if no_cache:
         args.append("--no-cache")
@@ -180,12 +183,12 @@ def build(engine: Engine, key: str, *, offline_wheels: bool, no_cache: bool) -> 
 def build_all(keys: list[str], engine_name: str | None, *, wheelhouse: bool, no_cache: bool) -> list[dict[str, object]]:
     engine = find_engine(engine_name)
     log.info("engine: %s", engine.name)
-    offline: dict[str, bool] = {}
+    offline: dict[tuple[str, ...], bool] = {}
     for key in keys:
-        tf = IMAGES[key].tensorflow
-        if tf and tf not in offline:
-            offline[tf] = wheelhouse and fill_wheelhouse(tf)
-    return [build(engine, key, offline_wheels=offline.get(IMAGES[key].tensorflow or "", False), no_cache=no_cache)
+        reqs = IMAGES[key].requirements
+        if reqs and reqs not in offline:
+            offline[reqs] = wheelhouse and fill_wheelhouse(reqs)
+    return [build(engine, key, offline_wheels=offline.get(IMAGES[key].requirements, False), no_cache=no_cache)
             for key in keys]
 
 

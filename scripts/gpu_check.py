@@ -41,8 +41,8 @@ def load_inputs(bundle_dir: Path, data: Path | None,
                 limit: int | None) -> tuple[Any, Any, np.ndarray, np.ndarray]:
     """The bundle, its scorer and the file's raw numerics and category ids, encoded as the detector does."""
     from core.records import read_records
-    from training.bundle import load_bundle
-    from training.scoring import Scorer
+    from model.bundle import load_bundle
+    from model.scorer import Scorer
 
     bundle = load_bundle(bundle_dir)
     records = read_records(data, schema=bundle.schema, limit=limit)
@@ -53,7 +53,7 @@ def load_inputs(bundle_dir: Path, data: Path | None,
 
 
 def reference(args: argparse.Namespace) -> dict[str, Any]:
-    from training import backend
+    from model import backend
 
     _, scorer, numeric, ids = load_inputs(args.bundle, args.data, args.limit)
     scores = scorer.score_arrays(numeric, ids)
@@ -89,7 +89,7 @@ def throughput(scorer: Any, numeric: np.ndarray, ids: np.ndarray, sizes: list[in
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from training import backend
+    from model import backend
 
     bundle, scorer, numeric, ids = load_inputs(args.bundle, args.data, args.limit)
     threshold = bundle.threshold

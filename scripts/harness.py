@@ -398,7 +398,7 @@ def assert_alerted(bootstrap: str, alerts: str, expected: set[int], *, no_duplic
 # ------------------------------------------------------------------------------- expected, offline
 def offline_alert_ids(model: Path, data: Records) -> tuple[set[int], np.ndarray]:
     """The record ids the bundle flags among ``data`` (scored in this process), and every row's score."""
-    from training.bundle import load_bundle
+    from model.bundle import load_bundle
 
     bundle = load_bundle(model)
     scores = bundle.scorer().score_frame(data.features).score

@@ -18,7 +18,7 @@ stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "setup: installing the project and its dev dependencies into .venv (first run downloads TensorFlow)" >&2
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e '.[dev]'
+  .venv/bin/python -m pip install --quiet -e '.[dev,training,serving]'
   rm -f .venv/.installed-*
   touch "$stamp"
 fi

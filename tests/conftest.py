@@ -129,7 +129,7 @@ def kdd_path() -> Path:
 @pytest.fixture(scope="session")
 def small_bundle(tmp_path_factory: pytest.TempPathFactory, kdd_path: Path) -> Path:
     """A quickly trained bundle (first 60,000 lines, few epochs): real training, test-sized."""
-    from training.model import ModelConfig
+    from training.autoencoder import ModelConfig
     from training.train import TrainOptions, train
 
     out = tmp_path_factory.mktemp("bundle") / "model"

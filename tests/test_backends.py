@@ -27,7 +27,7 @@ def run_jax(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_jax_scores_equal_tensorflow_scores(small_bundle: Path, kdd_path: Path, tmp_path: Path) -> None:
-    from training.bundle import load_bundle
+    from model.bundle import load_bundle
 
     bundle = load_bundle(small_bundle)
     data = read_records(kdd_path, limit=ROWS)
@@ -47,8 +47,8 @@ def test_jax_scores_equal_tensorflow_scores(small_bundle: Path, kdd_path: Path, 
 
 
 def test_scoring_on_jax_imports_no_tensorflow(small_bundle: Path) -> None:
-    code = ("import sys\nimport detector.service\nfrom training.bundle import load_bundle\n"
-            "from training import backend\n"
+    code = ("import sys\nimport detector.service\nfrom model.bundle import load_bundle\n"
+            "from model import backend\n"
             f"load_bundle({str(small_bundle)!r}).scorer()\n"
             "print(backend.name(), backend.device(), 'tensorflow' in sys.modules)\n")
     proc = run_jax("-c", code)
@@ -62,7 +62,7 @@ def test_detector_on_jax_alerts_like_tensorflow(small_bundle: Path, kdd_path: Pa
     topic, alerts = make_topic("jax-in", 2), make_topic("jax-alerts", 2)
     data = read_records(kdd_path, limit=ROWS, keep_raw=True)
     expected, scores = offline_alert_ids(small_bundle, data)  # TensorFlow, in this process
-    from training.bundle import load_bundle
+    from model.bundle import load_bundle
 
     threshold = load_bundle(small_bundle).threshold
     on_edge = {int(i) for i in data.record_ids[np.abs(scores - threshold) <= 1e-4 * threshold]}

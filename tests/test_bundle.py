@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 
 from core.records import read_records
-from training.bundle import MODEL_FILE, BundleError, load_bundle, read_manifest, save_bundle
-from training.model import ModelConfig, build_autoencoder
-from training.preprocessing import Preprocessor
-from training.scoring import Scorer
+from model.bundle import MODEL_FILE, BundleError, load_bundle, read_manifest
+from model.preprocessing import Preprocessor
+from model.scorer import Scorer
+from training.autoencoder import ModelConfig, build_autoencoder
+from training.bundle_writer import save_bundle
 
 
 def test_save_load_gives_identical_scores(tmp_path: Path, kdd_path: Path) -> None:
@@ -80,7 +81,7 @@ def test_lambda_layer_model_is_refused_by_safe_mode(copy: Path) -> None:
     """A model file carrying Python code (a Lambda layer) must not load, even with valid checksums."""
     import keras
 
-    from training.bundle import sha256_file
+    from model.bundle import sha256_file
 
     prep = Preprocessor.load(copy / "preprocessing.json")
     inp = keras.Input((prep.width,))
@@ -97,7 +98,7 @@ def test_custom_layer_model_is_refused_even_when_its_class_is_importable(copy: P
     """safe_mode alone would load this here, where the class is registered; the bundle check refuses it."""
     import keras
 
-    from training.bundle import sha256_file
+    from model.bundle import sha256_file
 
     @keras.saving.register_keras_serializable(package="Evil")
     class Passthrough(keras.layers.Layer):

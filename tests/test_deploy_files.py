@@ -17,7 +17,8 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
-DOCKERFILES = [DEPLOY / "docker" / "Dockerfile", DEPLOY / "docker" / "Dockerfile.gpu"]
+DOCKERFILES = [DEPLOY / "docker" / "Dockerfile", DEPLOY / "docker" / "Dockerfile.gpu"]  # services
+TRAINING_DOCKERFILE = DEPLOY / "docker" / "Dockerfile.training"  # a one-shot job: no health check
 SERVER_DOCKERFILES = [DEPLOY / "kafka" / "Dockerfile", DEPLOY / "prometheus" / "Dockerfile"]
 
 
@@ -41,6 +42,13 @@ def test_dockerfile_lints_clean_and_runs_as_non_root(dockerfile: Path) -> None:
     assert "pip install" not in final and "apt-get" not in final
 
 
+def test_training_dockerfile_lints_clean_and_runs_as_non_root() -> None:
+    proc = subprocess.run([tool("hadolint"), str(TRAINING_DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    final = re.split(r"^FROM ", TRAINING_DOCKERFILE.read_text(), flags=re.M)[-1]
+    assert re.search(r"^USER 10001$", final, flags=re.M) and "pip install" not in final
+
+
 @pytest.mark.parametrize("dockerfile", SERVER_DOCKERFILES, ids=lambda p: p.parent.name)
 def test_server_dockerfiles_lint_clean_and_run_as_non_root(dockerfile: Path) -> None:
     proc = subprocess.run([tool("hadolint"), str(dockerfile)], capture_output=True, text=True, timeout=60)
@@ -49,12 +57,20 @@ def test_server_dockerfiles_lint_clean_and_run_as_non_root(dockerfile: Path) -> 
     assert re.search(r"^ARG BASE_IMAGE=debian:bookworm-slim$", dockerfile.read_text(), flags=re.M)
 
 
-def test_images_install_the_right_tensorflow() -> None:
-    """CPU image: tensorflow-cpu; GPU image: the same distribution as the project's gpu extra."""
-    assert re.search(r"^ARG TF_PACKAGE=tensorflow-cpu$", DOCKERFILES[0].read_text(), flags=re.M)
-    assert re.search(r"^ARG TF_PACKAGE=tensorflow\[and-cuda\]$", DOCKERFILES[1].read_text(), flags=re.M)
-    pyproject = (REPO / "pyproject.toml").read_text()
-    assert re.search(r'gpu = \["tensorflow\[and-cuda\]', pyproject)
+def test_images_install_their_role_and_only_training_has_tensorflow() -> None:
+    """Serving images: Keras on JAX (CPU or CUDA 12), no TensorFlow; the training image: CPU TensorFlow."""
+    from deploy.docker.requirements import requirements
+
+    serving, training = DOCKERFILES[0].read_text(), TRAINING_DOCKERFILE.read_text()
+    assert re.search(r"^ARG EXTRAS=serving$", serving, flags=re.M) and "KERAS_BACKEND=jax" in serving
+    assert re.search(r"^ARG EXTRAS=serving-gpu$", DOCKERFILES[1].read_text(), flags=re.M)
+    assert re.search(r"^ARG EXTRAS=training$", training, flags=re.M)
+    assert re.search(r"^ARG RENAMES=tensorflow=tensorflow-cpu$", training, flags=re.M)
+    for extra in ("serving", "serving-gpu"):
+        names = [re.match(r"[A-Za-z0-9_.-]+", r).group(0) for r in requirements(REPO / "pyproject.toml", [extra], {})]
+        assert "tensorflow" not in names and "scikit-learn" not in names and "keras" in names, names
+    cpu = requirements(REPO / "pyproject.toml", ["training"], {"tensorflow": "tensorflow-cpu"})
+    assert any(r.startswith("tensorflow-cpu") for r in cpu) and not any(r.startswith("tensorflow>") for r in cpu)
 
 
 def test_compose_file_matches_the_compose_spec() -> None:

@@ -20,7 +20,7 @@ from detector.alerts import _iso_many
 from detector.drift import DriftMonitor
 from detector.evaluation import _labels
 from detector.metrics import DetectorMetrics
-from training.bundle import load_bundle
+from model.bundle import load_bundle
 
 
 def _lines(path: Path, start: int, n: int) -> list[bytes]:

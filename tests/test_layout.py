@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("core", "producer", "training", "detector", "incidents")
-# what each package may import of the others: the detector reads bundles (training's product)
-ALLOWED = {"core": set(), "producer": {"core"}, "training": {"core"}, "detector": {"core", "training"},
-           "incidents": {"core"}}
+PACKAGES = ("core", "model", "producer", "training", "detector", "incidents")
+# what each package may import of the others: training writes bundles, the detector reads them, both through model
+ALLOWED = {"core": set(), "model": {"core"}, "producer": {"core"}, "training": {"core", "model"},
+           "detector": {"core", "model"}, "incidents": {"core"}}
 
 
 def _modules(package: str) -> list[Path]:
@@ -39,6 +39,23 @@ def test_packages_import_only_what_the_data_flow_allows(package: str) -> None:
 def test_core_imports_nothing_heavy() -> None:
     for path in _modules("core"):
         assert not _imports(path) & {"tensorflow", "keras", "sklearn", "matplotlib"}, path
+
+
+def test_the_model_package_needs_keras_but_not_tensorflow_sklearn_or_matplotlib() -> None:
+    """A serving image carries Keras on a light backend: model/ imports TensorFlow only inside the backend
+    switch (when TensorFlow is the Keras backend), never scikit-learn or matplotlib."""
+    for path in _modules("model"):
+        heavy = _imports(path) & {"sklearn", "matplotlib", "tensorboard", "scipy"}
+        assert not heavy, f"{path.relative_to(REPO)} imports {sorted(heavy)}"
+        if path.name != "backend.py":
+            assert "tensorflow" not in _imports(path), path
+
+
+@pytest.mark.parametrize("package", ["detector", "incidents"])
+def test_the_services_never_import_training(package: str) -> None:
+    for path in _modules(package):
+        assert "training" not in _imports(path), f"{path.relative_to(REPO)} imports training"
+        assert not re.search(r"^\s*(from|import) training\b", path.read_text(), re.M), path
 
 
 @pytest.mark.parametrize("package", PACKAGES)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training import metrics
+from training import detection_metrics as metrics
 
 
 def test_threshold_at_fpr_flags_at_most_target_share() -> None:

@@ -19,6 +19,8 @@ from core.records import read_records
 from core.schema import kdd99
 from detector.drift import DriftMonitor
 from detector.metrics import DetectorMetrics
+from model import store
+from model.bundle import MANIFEST, load_bundle
 from scripts.harness import (
     REPO,
     DetectorProcess,
@@ -29,8 +31,6 @@ from scripts.harness import (
     wait_until,
 )
 from tests.conftest import TopicFactory
-from training import store
-from training.bundle import MANIFEST, load_bundle
 
 
 def variant(bundle: Path, out: Path, suffix: str, threshold: float | None = None, corrupt: bool = False) -> Path:
@@ -116,7 +116,7 @@ def test_hot_swap_under_a_steady_replay_scores_every_record_once(
 @pytest.fixture(scope="module")
 def candidate(tmp_path_factory: pytest.TempPathFactory, kdd_path: Path) -> Path:
     """A second real model (another seed, fewer rows): it agrees with the live one only partly."""
-    from training.model import ModelConfig
+    from training.autoencoder import ModelConfig
     from training.train import TrainOptions, train
 
     out = tmp_path_factory.mktemp("candidate") / "model"

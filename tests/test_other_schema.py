@@ -14,8 +14,8 @@ from core.records import read_records
 from core.schema import RecordSchema
 from detector.parsing import INVALID_VALUE, Parser
 from detector.scoring import ScoreStage
+from model.bundle import load_bundle
 from producer.source import SourceOptions, SourceStats, records
-from training.bundle import load_bundle
 
 SCHEMA = {
     "name": "toy-flows",
@@ -45,7 +45,7 @@ def _rows(rng: np.random.Generator, n: int, attack: bool) -> list[str]:
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
     """A schema file, a labelled file of 3,000 benign and 100 attack rows, and a bundle trained on it."""
-    from training.model import ModelConfig
+    from training.autoencoder import ModelConfig
     from training.train import TrainOptions, train
 
     root = tmp_path_factory.mktemp("toy")

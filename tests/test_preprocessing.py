@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from core.schema import kdd99
-from training.preprocessing import UNKNOWN, PreprocessingError, Preprocessor
+from model.preprocessing import UNKNOWN, PreprocessingError, Preprocessor
 
 FEATURES = kdd99().names
 NUMERIC = kdd99().numeric

@@ -12,11 +12,11 @@ import pytest
 
 from core.decision import is_anomalous
 from core.records import read_records
+from model.bundle import load_bundle
+from model.calibration import ScoreDistribution
 from scripts.harness import REPO, DetectorProcess, alert_docs, drain, produce_rows, wait_until
 from tests.conftest import TopicFactory
-from training.bundle import load_bundle
-from training.calibration import ScoreDistribution
-from training.metrics import threshold_at_fpr
+from training.detection_metrics import threshold_at_fpr
 
 
 def test_score_distribution_places_thresholds_and_ranks() -> None:

@@ -55,7 +55,7 @@ def test_train_cli_help_lists_env_vars() -> None:
 
 @pytest.mark.parametrize("preset", ["lab"])
 def test_lab_preset_is_the_lab_network(preset: str) -> None:
-    from training.model import ModelConfig, build_autoencoder
+    from training.autoencoder import ModelConfig, build_autoencoder
 
     cfg = ModelConfig.from_preset(preset)
     assert (cfg.widths, cfg.latent, cfg.activation, cfg.dropout, cfg.learning_rate, cfg.batch_size, cfg.epochs) == (
@@ -68,7 +68,7 @@ def test_lab_preset_is_the_lab_network(preset: str) -> None:
 def test_preset_choices_match_the_presets() -> None:
     import typing
 
-    from training.model import PRESETS
+    from training.autoencoder import PRESETS
     from training.settings import Preset
 
     assert set(typing.get_args(Preset)) == set(PRESETS)

@@ -13,7 +13,7 @@ from core.kafka import KafkaConnectError
 from core.records import RecordFormatError
 from core.schema import RecordSchema, SchemaError
 from core.settings import SettingsError
-from training import store
+from model import store
 from training.settings import BenchmarkSettings, EvaluateSettings, StoreSettings, TrainSettings
 
 log = logging.getLogger("training")
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(s: TrainSettings) -> None:
-    from training.model import ModelConfig
+    from training.autoencoder import ModelConfig
     from training.train import TrainOptions, train
 
     config = ModelConfig.from_preset(s.preset, epochs=s.epochs, batch_size=s.batch_size,
@@ -82,7 +82,7 @@ def _evaluate(s: EvaluateSettings) -> None:
 
 def _benchmark(s: BenchmarkSettings) -> None:
     from training import kddrev
-    from training.model import ModelConfig
+    from training.autoencoder import ModelConfig
 
     result = kddrev.run(s.data, ModelConfig.from_preset(s.preset), seeds=s.seeds, baseline=s.baseline)
     print(kddrev.format_table(result))
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from training.bundle import BundleError
+    from model.bundle import BundleError
 
     try:
         settings = cli.from_namespace(COMMANDS[args.command], args)

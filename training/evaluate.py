@@ -15,11 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+from sklearn.ensemble import IsolationForest
 
 from core.decision import is_anomalous
 from core.records import Records, read_records
-from training.bundle import Bundle, load_bundle, sha256_file
-from training.metrics import detection_rates, headline
+from model.bundle import Bundle, load_bundle, sha256_file
+from training import plots as plotting
+from training.detection_metrics import detection_rates, headline, threshold_at_fpr
 from training.train import Split, split_normal_rows
 
 log = logging.getLogger(__name__)
@@ -80,14 +83,10 @@ def evaluate(model_dir: Path, data_path: Path, out: Path, *, baseline: bool = Tr
     baseline_scores = _baseline(report, bundle, feats, y, seed) if baseline else None
     out.mkdir(parents=True, exist_ok=True)
     if scores_out is not None:
-        import pandas as pd
-
         pd.DataFrame({"record_id": data.record_ids[rows], "label": labels, "score": scores.score,
                       "flagged": flagged}).to_csv(scores_out, index=False, float_format="%.9g")
         report["scores_file"] = str(scores_out)
     if plots:
-        from training import plots as plotting
-
         report["plots"] = plotting.write_all(out, bundle, scores.score, y, families, threshold, feats,
                                              baseline_scores, seed=seed)
     report["seconds"] = round(time.monotonic() - t0, 1)
@@ -124,10 +123,6 @@ def _baseline(report: dict[str, Any], bundle: Bundle, feats: Any, y: np.ndarray,
 
 def _isolation_forest(bundle: Bundle, feats: Any, seed: int) -> tuple[np.ndarray, float] | None:
     """IsolationForest on the autoencoder's own fit rows, thresholded by the same rule on the same rows."""
-    from sklearn.ensemble import IsolationForest
-
-    from training.metrics import threshold_at_fpr
-
     found = training_split(bundle)
     if found is None:
         return None

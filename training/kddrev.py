@@ -13,13 +13,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
+from sklearn.ensemble import IsolationForest
 
 from core.records import read_records
 from core.schema import RecordSchema
-from training.metrics import top_k_f1
-from training.model import ModelConfig, build_autoencoder
-from training.preprocessing import Preprocessor
+from model.preprocessing import Preprocessor
+from model.scorer import Scorer
+from training.autoencoder import ModelConfig, build_autoencoder
+from training.detection_metrics import top_k_f1
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +31,6 @@ PUBLISHED_F1 = {"DAGMM": 93.8, "GOAD": 98.9}
 
 def run(data_path: Path, config: ModelConfig, seeds: int = 5, dedup: bool = True,
         baseline: bool = True, schema: RecordSchema | None = None) -> dict[str, Any]:
-    import keras
-    from sklearn.ensemble import IsolationForest
-
-    from training.scoring import Scorer
-
     data = read_records(data_path, schema=schema)
     y = data.is_attack
     f1s: list[float] = []

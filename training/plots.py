@@ -6,15 +6,22 @@ import json
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 import pandas as pd
+
+matplotlib.use("Agg")  # files only; no display on a server
+
+import matplotlib.pyplot as plt  # noqa: E402 - after the backend choice
+from sklearn.cluster import KMeans  # noqa: E402
+from sklearn.decomposition import PCA  # noqa: E402
+from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
+
+from training.autoencoder import encoder_of  # noqa: E402
 
 
 def write_all(out: Path, bundle: Any, scores: np.ndarray, y: np.ndarray, families: np.ndarray, threshold: float,
               feats: pd.DataFrame, baseline_scores: np.ndarray | None, *, seed: int = 0) -> dict[str, str]:
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only; no display on a server
     written = {
         "loss": _loss(out / "loss.png", bundle.path / "history.json"),
         "score_distribution": _scores(out / "score_distribution.png", scores, y, threshold),
@@ -25,8 +32,6 @@ def write_all(out: Path, bundle: Any, scores: np.ndarray, y: np.ndarray, familie
 
 
 def _loss(path: Path, history: Path) -> Path | None:
-    import matplotlib.pyplot as plt
-
     if not history.exists():
         return None
     h = json.loads(history.read_text())
@@ -43,8 +48,6 @@ def _loss(path: Path, history: Path) -> Path | None:
 
 
 def _scores(path: Path, scores: np.ndarray, y: np.ndarray, threshold: float) -> Path:
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(7, 4))
     logs = np.log10(np.maximum(scores, 1e-9))
     bins = np.linspace(logs.min(), logs.max(), 80)
@@ -61,8 +64,6 @@ def _scores(path: Path, scores: np.ndarray, y: np.ndarray, threshold: float) -> 
 
 
 def _roc(path: Path, scores: np.ndarray, y: np.ndarray, baseline: np.ndarray | None) -> Path | None:
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import roc_auc_score, roc_curve
 
     if y.all() or not y.any():
         return None
@@ -85,11 +86,6 @@ def _roc(path: Path, scores: np.ndarray, y: np.ndarray, baseline: np.ndarray | N
 def _latent(path: Path, bundle: Any, feats: pd.DataFrame, families: np.ndarray, seed: int,
             per_family: int = 800) -> Path:
     """Latent codes of a stratified sample, projected to 2-D (PCA), by family and by k-means cluster."""
-    import matplotlib.pyplot as plt
-    from sklearn.cluster import KMeans
-    from sklearn.decomposition import PCA
-
-    from training.model import encoder_of
 
     rng = np.random.default_rng(seed)
     pick = np.concatenate([

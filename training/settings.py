@@ -13,7 +13,7 @@ from core.kafka import KafkaSettings
 from core.records import DATA_ENV, default_data_path
 from core.settings import MODEL_DIR, Settings
 
-Preset = Literal["default", "lab"]  # training.model.PRESETS; a test keeps the two in step
+Preset = Literal["default", "lab"]  # training.autoencoder.PRESETS; a test keeps the two in step
 
 
 class TrainSettings(Settings):

@@ -18,18 +18,20 @@ import time
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 
 from core.decision import is_anomalous
 from core.records import Records, read_records
 from core.schema import RecordSchema
-from training.bundle import save_bundle, sha256_file
-from training.calibration import CALIBRATION_FILE, ScoreDistribution
-from training.metrics import threshold_at_fpr
-from training.model import ModelConfig, build_autoencoder
-from training.preprocessing import Preprocessor
-from training.profile import PROFILE_FILE, FeatureProfile
-from training.scoring import Scorer
+from model.bundle import sha256_file
+from model.calibration import CALIBRATION_FILE, ScoreDistribution
+from model.preprocessing import Preprocessor
+from model.profile import PROFILE_FILE, FeatureProfile
+from model.scorer import Scorer
+from training.autoencoder import ModelConfig, build_autoencoder
+from training.bundle_writer import save_bundle
+from training.detection_metrics import threshold_at_fpr
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +77,6 @@ class _EpochLog:
     """Keras callback that reports each epoch through logging, so long training shows progress."""
 
     def __new__(cls, total: int) -> Any:
-        import keras
-
         class EpochLog(keras.callbacks.Callback):
             def __init__(self) -> None:
                 super().__init__()
@@ -93,8 +93,6 @@ class _EpochLog:
 
 def _fit(opts: TrainOptions, prep: Preprocessor, x_fit: np.ndarray, x_val: np.ndarray) -> tuple[Any, Any, float]:
     """The autoencoder fitted to reconstruct the fit rows; early stopping on the validation rows."""
-    import keras
-
     keras.utils.set_random_seed(opts.model.seed)
     model = build_autoencoder(prep.width, opts.model)
     callbacks: list[Any] = [_EpochLog(opts.model.epochs)]

@@ -21,7 +21,7 @@ import os
 import shutil
 from pathlib import Path
 
-from training.bundle import MANIFEST, BundleError, read_manifest
+from model.bundle import MANIFEST, BundleError, read_manifest
 
 CURRENT = "current"
 HISTORY = "history.log"

@@ -4,31 +4,34 @@ Layout::
 
     BUNDLE/
       model.keras          Keras model, stock layers only (loaded with safe_mode=True)
-      preprocessing.json   fitted preprocessing (training.preprocessing)
+      preprocessing.json   fitted preprocessing (model.preprocessing)
       schema.json          the record schema the model was trained on (core.schema); the detector parses with it
-      profile.json         the fit rows' distribution per feature (training.profile): the drift baseline
-      calibration.json     the calibration rows' score quantiles (training.calibration): thresholds at any FPR
+      profile.json         the fit rows' distribution per feature (model.profile): the drift baseline
+      calibration.json     the calibration rows' score quantiles (model.calibration): thresholds at any FPR
       bundle.json          manifest: version id, threshold, training config, data checksum, validation
                            metrics, library versions, and the sha256 of every other file
 
 A bundle is an envelope, not just weights: the detector refuses one whose files are missing, altered
 or truncated, or whose schema, preprocessing and manifest disagree on the features, with a message that
 says which. A bundle written before schema files existed reads as KDD99.
+
+This module reads bundles (the detector's side); ``training.bundle_writer`` writes them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import hashlib
 import json
-import platform
-import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
 from core.schema import RecordSchema, SchemaError, kdd99
-from training.preprocessing import PreprocessingError, Preprocessor
+from model.calibration import CALIBRATION_FILE, ScoreDistribution
+from model.preprocessing import PreprocessingError, Preprocessor
+from model.profile import PROFILE_FILE, FeatureProfile
+from model.scorer import Scorer
 
 MANIFEST = "bundle.json"
 MODEL_FILE = "model.keras"
@@ -69,18 +72,14 @@ class Bundle:
     def threshold(self) -> float:
         return float(self.manifest["threshold"])
 
-    def profile(self) -> Any:
-        """The training distribution per feature (``training.profile``), or None for bundles made before it."""
-        from training.profile import PROFILE_FILE, FeatureProfile
-
+    def profile(self) -> FeatureProfile | None:
+        """The training distribution per feature (``model.profile``), or None for bundles made before it."""
         if PROFILE_FILE not in self.manifest["files"]:
             return None
         return FeatureProfile.from_dict(json.loads((self.path / PROFILE_FILE).read_text()))
 
-    def calibration(self) -> Any:
-        """The calibration rows' score distribution (``training.calibration``), or None for older bundles."""
-        from training.calibration import CALIBRATION_FILE, ScoreDistribution
-
+    def calibration(self) -> ScoreDistribution | None:
+        """The calibration rows' score distribution (``model.calibration``), or None for older bundles."""
         if CALIBRATION_FILE not in self.manifest["files"]:
             return None
         return ScoreDistribution.from_dict(json.loads((self.path / CALIBRATION_FILE).read_text()))
@@ -97,59 +96,8 @@ class Bundle:
                               "choose a target false-positive rate, or pass an absolute threshold")
         return dist.threshold_at(target_fpr)
 
-    def scorer(self) -> Any:
-        from training.scoring import Scorer
-
+    def scorer(self) -> Scorer:
         return Scorer(self.model, self.preprocessor)
-
-
-def save_bundle(
-    out: str | Path,
-    *,
-    model: Any,
-    preprocessor: Preprocessor,
-    threshold: float,
-    training: dict[str, Any],
-    data_sha256: str,
-    validation: dict[str, Any],
-    extra_files: dict[str, str] | None = None,
-) -> Path:
-    """Write a bundle atomically (to ``out.tmp`` then renamed) so a crash never leaves half a bundle."""
-    import keras
-    import tensorflow as tf
-
-    out = Path(out)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    model.save(tmp / MODEL_FILE)
-    preprocessor.save(tmp / PREPROCESSING_FILE)
-    preprocessor.schema.save(tmp / SCHEMA_FILE)
-    for name, text in (extra_files or {}).items():
-        (tmp / name).write_text(text)
-    files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file()}
-    created = dt.datetime.now(dt.UTC)
-    manifest = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "version": f"ae-{created:%Y%m%dT%H%M%SZ}-{files[MODEL_FILE][:8]}",
-        "created": created.isoformat(timespec="seconds"),
-        "threshold": float(threshold),
-        "score": "mean squared reconstruction error of the preprocessed row",
-        "schema": preprocessor.schema.name,
-        "features": list(preprocessor.schema.names),
-        "input_width": preprocessor.width,
-        "training": training,
-        "data_sha256": data_sha256,
-        "validation": validation,
-        "libraries": {"tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()},
-        "files": files,
-    }
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
-    return out
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
@@ -222,8 +170,6 @@ def _foreign_objects(node: Any) -> list[str]:
 
 
 def _check_stock_layers(model_path: Path) -> None:
-    import zipfile
-
     try:
         with zipfile.ZipFile(model_path) as z:
             config = json.loads(z.read("config.json"))

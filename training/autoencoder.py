@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import keras
+
 PRESETS: dict[str, dict[str, Any]] = {
     "lab": dict(
         widths=(96, 64, 48, 16), latent=4, activation="tanh", dropout=0.1, learning_rate=1e-5,
@@ -73,8 +75,6 @@ def build_autoencoder(input_width: int, config: ModelConfig) -> Any:
 
     Only stock Keras layers, so the saved model loads with ``safe_mode=True``.
     """
-    import keras
-
     inputs = keras.Input(shape=(input_width,), name="features")
     h = inputs
     for i, width in enumerate(config.widths):
@@ -94,6 +94,4 @@ def build_autoencoder(input_width: int, config: ModelConfig) -> Any:
 
 def encoder_of(model: Any) -> Any:
     """The sub-model up to the latent layer, for the latent-space view."""
-    import keras
-
     return keras.Model(model.inputs, model.get_layer("latent").output)

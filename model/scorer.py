@@ -2,7 +2,7 @@
 
 Scoring is kept apart from deciding (the threshold lives in the bundle; ``core.decision`` applies it).
 The whole path from raw numerics and category ids to score is one compiled function, written in
-``keras.ops`` and compiled for the active Keras backend (``training.backend``: TensorFlow by default, JAX or
+``keras.ops`` and compiled for the active Keras backend (``model.backend``: TensorFlow by default, JAX or
 torch where installed), so evaluation and the detector run the same computation, on the GPU when one is
 present. Batches are padded to buckets (powers of two, then multiples of 1,024): the function sees a
 bounded set of shapes, never one per micro-batch size.
@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 
 from core.schema import RecordSchema
-from training import backend
-from training.preprocessing import UNKNOWN, Preprocessor
+from model import backend
+from model.preprocessing import UNKNOWN, Preprocessor
 
 MIN_BUCKET = 64
 STEP = 1024  # above this, buckets are multiples of it: a 5,000-row batch pads to 5,120, not 8,192
