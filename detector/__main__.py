@@ -36,9 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.getLogger().setLevel(settings.log_level)
 
+    from core.kafka_io import FatalError
     from core.lifecycle import run_service
     from detector.service import Detector
-    from detector.source import FatalError
     from model.bundle import BundleError
     from model.store import StoreError
 

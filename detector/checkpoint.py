@@ -22,10 +22,10 @@ from typing import Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from core.kafka_io import FatalError, transaction
 from detector.delivery import OutputWriter
 from detector.metrics import DetectorMetrics
 from detector.outputs import OutMessage
-from detector.source import FatalError
 
 log = logging.getLogger(__name__)
 
@@ -215,15 +215,17 @@ class ExactlyOnce(_Retrying):
         retried = False
         while backoff is not None:
             acked: list[OutMessage] = []
+
+            def on_delivery(err: KafkaError | None, out: OutMessage, acked: list[OutMessage] = acked) -> None:
+                if err is None:
+                    acked.append(out)
+
             try:
-                self.producer.begin_transaction()
-                self.writer.produce_all(outputs, lambda err, out, acked=acked: (acked.append(out) if err is None
-                                                                                else None))
-                self.producer.send_offsets_to_transaction(offsets, self.consumer.consumer_group_metadata(), 30)
-                self.producer.commit_transaction(60)
+                transaction(self.producer, self.consumer, lambda: self.writer.produce_all(outputs, on_delivery),
+                            offsets)
                 now = self.writer.now()
-                for out in acked:
-                    self.writer.acked(out, now)
+                for done in acked:
+                    self.writer.acked(done, now)
                 if retried:
                     self.metrics.paused.set(0)
                 return True

@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from confluent_kafka import KafkaError, Producer
 
+from core.kafka_io import produce
 from detector.metrics import DetectorMetrics
 from detector.outputs import OutMessage
 
@@ -20,13 +21,8 @@ class OutputWriter:
 
     def produce_all(self, outputs: list[OutMessage], on_delivery: OnDelivery) -> None:
         for out in outputs:
-            while True:
-                try:
-                    self.producer.produce(out.topic, value=out.value, key=out.key, headers=out.headers,
-                                          on_delivery=lambda err, _msg, out=out: on_delivery(err, out))
-                    break
-                except BufferError:  # local queue full: let deliveries drain, then retry this message
-                    self.producer.poll(0.05)
+            produce(self.producer, out.topic, out.value, out.key, out.headers,
+                    lambda err, _msg, out=out: on_delivery(err, out))
 
     def acked(self, out: OutMessage, now: float) -> None:
         """An output the broker acknowledged: alerts count, and their produce-to-alert latency is observed."""

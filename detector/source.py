@@ -12,15 +12,14 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
+from core.kafka_io import FatalError, records
 from detector.metrics import DetectorMetrics
 
+__all__ = ["FatalError", "InputBatch", "InputSource"]  # FatalError: core's, raised here on a fatal consumer error
+
 log = logging.getLogger(__name__)
-
-
-class FatalError(RuntimeError):
-    """Kafka reported an error the detector cannot recover from by retrying (e.g. fenced, unauthorised)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,20 +74,7 @@ class InputSource:
         msgs = self.consumer.consume(num_messages=max_records, timeout=timeout_s)
         if not msgs:
             return None
-        if not any(map(Message.error, msgs)):  # the common batch: no per-record Python
-            return msgs
-        records: list[Message] = []
-        for msg in msgs:
-            err = msg.error()
-            if err is None:
-                records.append(msg)
-            elif err.code() == KafkaError._PARTITION_EOF:
-                continue
-            elif err.fatal():
-                raise FatalError(f"consumer: {err}")
-            else:
-                log.warning("consumer error: %s", err)
-        return records
+        return records(msgs)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned |= {(p.topic, p.partition) for p in partitions}

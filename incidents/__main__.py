@@ -12,6 +12,7 @@ import sys
 
 from core import settings as cli
 from core.kafka import KafkaConnectError
+from core.kafka_io import FatalError
 from core.lifecycle import run_service
 from core.settings import SettingsError
 from incidents.feedback import FeedbackSettings, VerdictListSettings, send, table, verdicts
@@ -43,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = verdicts(listing)
             print("\n".join(json.dumps(r) for r in rows) if listing.json_lines else table(rows))
             return 0
-        from incidents.service import FatalError, IncidentService
+        from incidents.service import IncidentService
 
         service = IncidentService(cli.from_namespace(IncidentSettings, args))
     except SettingsError as exc:

@@ -21,6 +21,7 @@ from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from core.kafka import KafkaSettings, check_connection
+from core.kafka_io import read_to_end
 from core.settings import Settings
 
 
@@ -81,8 +82,6 @@ def send(s: FeedbackSettings, producer: Producer | None = None) -> dict[str, obj
 
 def verdicts(s: VerdictListSettings) -> list[dict[str, Any]]:
     """Every verdict sent, oldest first, with the state the service keeps for the ones in force."""
-    from incidents.service import read_to_end
-
     conf = s.kafka.client_config()
     check_connection(conf, s.kafka.connect_timeout_s)
     in_force: dict[str, dict[str, Any]] = {}

@@ -22,11 +22,12 @@ import threading
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from core import headers
 from core.health import HealthServer
 from core.kafka import check_connection, ensure_topic
+from core.kafka_io import FatalError, next_offsets, produce, read_to_end, records, transaction
 from incidents import state
 from incidents.alert_input import AlertError, parse_alert
 from incidents.book import Incident, IncidentBook, Limits
@@ -39,39 +40,6 @@ log = logging.getLogger(__name__)
 
 MAX_DEAD_LETTER_BYTES = 512 * 1024
 Output = tuple[str, str | None, bytes | None] | tuple[str, str | None, bytes | None, list[tuple[str, bytes]]]
-
-
-class FatalError(RuntimeError):
-    """A transaction could not be committed; restarting rebuilds the state from Kafka."""
-
-
-def read_to_end(conf: dict[str, Any], topic: str) -> list[Message]:
-    """Every committed record of ``topic`` up to its end now, in offset order per partition."""
-    consumer = Consumer({**conf, "group.id": f"restore-{topic}", "enable.auto.commit": False,
-                        "isolation.level": "read_committed"})
-    try:
-        md = consumer.list_topics(topic, timeout=30).topics[topic]
-        ends = {}
-        for p in md.partitions:
-            lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
-            if hi > lo:
-                ends[p] = hi
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-        out: list[Message] = []
-        while ends:
-            for msg in consumer.consume(5000, 1.0):
-                if msg.error() is not None:
-                    continue
-                out.append(msg)
-                if msg.offset() >= ends.get(msg.partition(), 0) - 1:
-                    ends.pop(msg.partition(), None)
-            # a transaction marker can be the last offset: stop once the position passed the end
-            for tp in consumer.position([TopicPartition(topic, p) for p in list(ends)]):
-                if tp.offset >= ends.get(tp.partition, 0):
-                    ends.pop(tp.partition, None)
-        return out
-    finally:
-        consumer.close()
 
 
 class IncidentService:
@@ -163,14 +131,14 @@ class IncidentService:
 
     def step(self) -> int:
         assert self.consumer is not None and self.producer is not None
-        msgs = [m for m in self.consumer.consume(self.settings.batch_size, 0.5) if self._ok(m)]
+        msgs = records(self.consumer.consume(self.settings.batch_size, 0.5))
         if not msgs:
             idle = time.monotonic() - self.last_input
             if idle >= self.settings.idle_close_s:
                 self.book.advance(int(time.time() * 1000))
                 outputs = self._housekeeping({})
                 if outputs:
-                    self._commit(outputs, {})
+                    self._commit(outputs, [])
                     self._gauges()
             return 0
         self.last_input = time.monotonic()
@@ -183,7 +151,7 @@ class IncidentService:
             else:
                 outputs += self._alert(msg, changed, rules)
         outputs += self._housekeeping(changed, rules)
-        self._commit(outputs, self._offsets(msgs))
+        self._commit(outputs, next_offsets(msgs))
         self._gauges()
         return len(msgs)
 
@@ -213,17 +181,6 @@ class IncidentService:
         m.held.set(sum(len(r.held) for r in book.rules.values()))
         m.page_line.set(book.budget.line)
         m.pages_last_hour.set(book.budget.pages_in_hour(book.stream_ms))
-
-    @staticmethod
-    def _ok(msg: Message) -> bool:
-        err = msg.error()
-        if err is None:
-            return True
-        if err.code() != KafkaError._PARTITION_EOF:
-            if err.fatal():
-                raise FatalError(f"consumer: {err}")
-            log.warning("consumer error: %s", err)
-        return False
 
     def _alert(self, msg: Message, changed: dict[str, Incident], rules: set[str]) -> list[Output]:
         m = self.metrics
@@ -290,31 +247,17 @@ class IncidentService:
     def _rule_record(self, rule_id: str) -> Output:
         return (self.settings.state, *state.rule_record(self.book, rule_id))
 
-    @staticmethod
-    def _offsets(msgs: list[Message]) -> dict[tuple[str, int], int]:
-        out: dict[tuple[str, int], int] = {}
-        for m in msgs:
-            key = (m.topic(), m.partition())
-            out[key] = max(out.get(key, -1), m.offset() + 1)
-        return out
-
-    def _commit(self, outputs: list[Output], offsets: dict[tuple[str, int], int]) -> None:
+    def _commit(self, outputs: list[Output], offsets: list[TopicPartition]) -> None:
         assert self.producer is not None and self.consumer is not None
-        try:
-            self.producer.begin_transaction()
+        producer = self.producer
+
+        def write() -> None:
             for out in outputs:
-                topic, key, value = out[0], out[1], out[2]
-                hdrs = out[3] if len(out) > 3 else None  # type: ignore[misc]
-                while True:
-                    try:
-                        self.producer.produce(topic, value=value, key=key.encode() if key else None, headers=hdrs)
-                        break
-                    except BufferError:
-                        self.producer.poll(0.05)
-            if offsets:
-                tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-                self.producer.send_offsets_to_transaction(tps, self.consumer.consumer_group_metadata(), 30)
-            self.producer.commit_transaction(60)
+                produce(producer, out[0], out[2], out[1].encode() if out[1] else None,
+                        out[3] if len(out) > 3 else None)  # type: ignore[misc]
+
+        try:
+            transaction(producer, self.consumer, write, offsets)
         except Exception as exc:
             # the in-memory book is ahead of Kafka now: only a restart (which restores from Kafka) is exact
             raise FatalError(f"incident transaction not committed ({exc}); restart to restore from Kafka") from exc

@@ -31,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from core import headers
 from core.decision import is_anomalous
+from core.kafka_io import produce, read_to_end
 from core.records import Records, read_records
 from deploy.kafka import local_kafka
 from deploy.kafka.local_kafka import free_port
@@ -224,8 +225,6 @@ class IncidentProcess(ServiceProcess):
 
 def latest_incidents(bootstrap: str, topic: str) -> dict[str, dict[str, Any]]:
     """The incident topic as a compacted reader sees it: the latest record of each incident (none once pruned)."""
-    from incidents.service import read_to_end
-
     latest: dict[str, bytes | None] = {}
     for m in read_to_end({"bootstrap.servers": bootstrap}, topic):
         latest[m.key().decode()] = m.value()
@@ -264,12 +263,7 @@ def produce_rows(bootstrap: str, topic: str, data: Records, bad: dict[int, bytes
         raise ValueError("produce_rows needs rows read with keep_raw=True")
 
     def send(value: bytes, key: bytes, hdrs: list[tuple[str, bytes]]) -> None:
-        while True:
-            try:
-                producer.produce(topic, value=value, key=key, headers=hdrs)
-                return
-            except BufferError:
-                producer.poll(0.1)
+        produce(producer, topic, value, key, hdrs)
 
     n = 0
     for i, (rid, line) in enumerate(zip(data.record_ids, data.raw, strict=True)):

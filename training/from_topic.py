@@ -20,10 +20,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from core import headers
 from core.kafka import KafkaSettings, check_connection
+from core.kafka_io import records
 from core.records import Records, as_frame, parse_lines, typed_fields
 from core.schema import RecordSchema
 
@@ -75,12 +76,7 @@ def _read(consumer: Consumer, topic: str, ranges: dict[int, tuple[int, int]], ti
     out = _Read()
     deadline = time.monotonic() + timeout_s
     while todo and time.monotonic() < deadline:
-        for msg in consumer.consume(5000, 0.5):
-            err = msg.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    log.warning("reading %s: %s", topic, err)
-                continue
+        for msg in records(consumer.consume(5000, 0.5)):
             p, o = msg.partition(), msg.offset()
             if p not in todo or o >= todo[p]:
                 continue
