@@ -20,7 +20,7 @@ from detector.parsing import ParsedBatch
 from detector.scoring import ScoredBatch
 from model.scorer import Scorer
 
-SCHEMA_ID = "kdd-alert/1"
+ALERT_SCHEMA = "kdd-alert/1"
 
 
 def _iso_many(ms: list[int | None]) -> list[str | None]:
@@ -74,7 +74,7 @@ class AlertBuilder:
                 record_id = None
         label = h.header(in_headers, h.LABEL)
         doc = {
-            "schema": SCHEMA_ID,
+            "schema": ALERT_SCHEMA,
             "record_id": record_id,
             "source": {"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()},
             "event_time": event_time,

@@ -34,6 +34,7 @@ from detector.dead_letters import dead_letters
 from detector.delivery import OutputWriter
 from detector.drift import DriftMonitor
 from detector.evaluation import LabelTally
+from detector.input_source import InputBatch, InputSource
 from detector.live_model import LiveModel, load_live
 from detector.metrics import DetectorMetrics, observe_many
 from detector.model_watch import ModelWatcher
@@ -41,7 +42,6 @@ from detector.parsing import ParsedBatch, Parser
 from detector.scoring import ScoredBatch
 from detector.settings import DetectorSettings
 from detector.shadow import Shadow, ShadowBatch
-from detector.source import InputBatch, InputSource
 from model import backend, store
 
 log = logging.getLogger(__name__)

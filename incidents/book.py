@@ -29,7 +29,7 @@ from incidents.priority import priority, rarity, rate_per_min
 from incidents.triage import HOUR_MS, PAGE, REVIEW, Budget
 from incidents.verdicts import WINDOW_MS, Rule, VerdictDoc, allowance_for, offer
 
-SCHEMA_ID = "kdd-incident/2"
+INCIDENT_SCHEMA = "kdd-incident/2"
 OPEN, UPDATED, CLOSED = "open", "updated", "closed"
 SAMPLE_SIZE = 20
 MAX_LABELS = 32  # distinct labels counted per incident; the rest under OTHER_LABEL
@@ -104,7 +104,7 @@ class Incident:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "schema": SCHEMA_ID, "incident_id": self.incident_id, "status": self.status,
+            "schema": INCIDENT_SCHEMA, "incident_id": self.incident_id, "status": self.status,
             "priority": round(self.priority, 3),
             "triage": {"decision": self.triage, "reason": self.triage_reason, "paged_ms": self.paged_ms},
             "signature": list(self.signature), "kind": list(self.kind),
@@ -120,8 +120,8 @@ class Incident:
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Incident:
         """The record the service wrote (``to_dict``); raises KeyError/TypeError/ValueError on another shape."""
-        if raw.get("schema") != SCHEMA_ID:
-            raise ValueError(f"schema {raw.get('schema')!r} is not {SCHEMA_ID}")
+        if raw.get("schema") != INCIDENT_SCHEMA:
+            raise ValueError(f"schema {raw.get('schema')!r} is not {INCIDENT_SCHEMA}")
         triage = raw["triage"]
         inc = cls(str(raw["incident_id"]), tuple(map(str, raw["signature"])), tuple(map(str, raw["kind"])),
                   int(raw["first_seen_ms"]), int(raw["last_seen_ms"]), str(raw["status"]), int(raw["alerts"]),
