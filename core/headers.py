@@ -18,6 +18,8 @@ DLQ_DETAIL = "dlq.detail"
 DLQ_SOURCE_TOPIC = "dlq.source.topic"
 DLQ_SOURCE_PARTITION = "dlq.source.partition"
 DLQ_SOURCE_OFFSET = "dlq.source.offset"
+DLQ_ORIGINAL_REASON = "dlq.original_reason"  # an output_too_large dead letter: what the output was for
+DLQ_HEADERS_CUT = "dlq.headers_cut"  # input headers a dead letter dropped or truncated to stay bounded
 
 
 def header(headers: Sequence[tuple[str, bytes | None]] | None, name: str) -> str | None:

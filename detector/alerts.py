@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from core import headers as h
-from detector.outputs import OutMessage
+from detector.outputs import OutMessage, cap_text
 from detector.parsing import ParsedBatch
 from detector.scoring import ScoredBatch
 from model.scorer import Scorer
@@ -72,7 +72,8 @@ class AlertBuilder:
                 record_id = key.decode("utf-8")
             except UnicodeDecodeError:
                 record_id = None
-        label = h.header(in_headers, h.LABEL)
+        label = cap_text(h.header(in_headers, h.LABEL))  # bounded: a header can be as large as a message
+        record_id = cap_text(record_id)
         doc = {
             "schema": ALERT_SCHEMA,
             "record_id": record_id,
@@ -95,4 +96,4 @@ class AlertBuilder:
         if label is not None:
             out_headers.append((h.LABEL, label.encode()))
         return OutMessage(self.topic, key, json.dumps(doc, separators=(",", ":")).encode(), out_headers, self.kind,
-                          event_ts_ms=event_ms)
+                          event_ts_ms=event_ms, source=(msg.topic(), msg.partition(), msg.offset()))

@@ -131,7 +131,7 @@ class AtLeastOnce(_Retrying):
             if err is None:
                 self.writer.acked(out, self.writer.now())
             else:
-                batch.failed.append(out)
+                batch.failed.append(self.writer.replacement(out, err) or out)
                 batch.errors[err.name()] += 1
 
         self.writer.produce_all(outputs, on_delivery)

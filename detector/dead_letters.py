@@ -1,6 +1,9 @@
 """Dead-letter sink: the original bytes, untouched, with the reason and source coordinates in headers.
 
-Nothing a producer sends is lost: what cannot be parsed is kept where it can be read and replayed.
+Nothing a producer sends is lost: what cannot be parsed is kept where it can be read and replayed. The input's
+own headers are carried on, capped (``detector.outputs.cap_headers``, the count of what was cut in
+``dlq.headers_cut``); a dead letter that is still too large for the broker becomes an ``output_too_large`` one
+with the coordinates only (``detector.outputs.bounded``).
 """
 
 from __future__ import annotations
@@ -8,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from core import headers as h
-from detector.outputs import OutMessage
+from detector.outputs import OutMessage, cap_headers
 from detector.parsing import Rejection
 
 
@@ -20,8 +23,13 @@ def build_dead_letter(msg: Any, topic: str, reason: str, detail: str) -> OutMess
         (h.DLQ_SOURCE_PARTITION, str(msg.partition()).encode()),
         (h.DLQ_SOURCE_OFFSET, str(msg.offset()).encode()),
     ]
-    headers += [(k, v) for k, v in (msg.headers() or []) if v is not None and not k.startswith(h.DLQ_PREFIX)]
-    return OutMessage(topic, msg.key(), msg.value() or b"", headers, "dead_letter", reason=reason)
+    copied, cut = cap_headers([(k, v) for k, v in (msg.headers() or [])
+                               if v is not None and not k.startswith(h.DLQ_PREFIX)])
+    headers += copied
+    if cut:
+        headers.append((h.DLQ_HEADERS_CUT, str(cut).encode()))
+    return OutMessage(topic, msg.key(), msg.value() or b"", headers, "dead_letter", reason=reason,
+                      source=(str(msg.topic()), int(msg.partition()), int(msg.offset())))
 
 
 def dead_letters(records: list[Any], rejections: list[Rejection], topic: str) -> list[OutMessage]:

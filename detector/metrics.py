@@ -40,6 +40,11 @@ class DetectorMetrics:
         self.unknown_categories = Counter("detector_unknown_categories_total",
                                           "Categorical values not seen in training (scored in the unknown slot)",
                                           ["feature"], registry=r)
+        self.too_large = Counter("detector_outputs_too_large_total", "Outputs (alerts, dead letters) larger than "
+                                 "--max-output-bytes or refused by the broker for their size, sent as "
+                                 "output_too_large dead letters with the source coordinates", ["kind"], registry=r)
+        for kind in ("alert", "shadow_alert", "dead_letter"):
+            self.too_large.labels(kind=kind)
         self.produce_retries = Counter("detector_output_retries_total",
                                        "Times a batch's alerts/dead letters had to be produced again", registry=r)
         self.score = Histogram("detector_anomaly_score", "Anomaly score of each scored record",

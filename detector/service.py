@@ -108,7 +108,7 @@ class Detector:
         self._ensure_output_topics(admin_conf, metadata)
         self.source = InputSource(consumer_conf, s.input_topic, self.metrics, self._on_revoke, self._update_ready)
         consumer = self.source.open()
-        writer = OutputWriter(self.producer, self.metrics)
+        writer = OutputWriter(self.producer, self.metrics, s.dead_letter_topic, s.max_output_bytes)
         if s.exactly_once:
             self.checkpoint = ExactlyOnce(consumer, self.producer, writer, self.metrics, self.stop_event,
                                           s.retry_backoff_max_s)

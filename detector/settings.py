@@ -12,6 +12,7 @@ from pydantic_settings import SettingsConfigDict
 
 from core.kafka import KafkaSettings
 from core.settings import MODEL_DIR, Settings
+from detector.outputs import DEFAULT_MAX_OUTPUT_BYTES
 
 
 class DetectorSettings(Settings):
@@ -46,6 +47,10 @@ class DetectorSettings(Settings):
                                                   "(default: at-least-once)")
     max_message_bytes: int = Field(16_384, ge=64, le=10_000_000,
                                    description="larger input records are dead-lettered as oversized")
+    max_output_bytes: int = Field(DEFAULT_MAX_OUTPUT_BYTES, ge=10_000, le=100_000_000,
+                                  description="largest alert or dead letter produced; a larger one becomes an "
+                                              "output_too_large dead letter with the source coordinates (keep it "
+                                              "below the producer's and the topics' message.max.bytes)")
     transactional_id: str | None = Field(
         None, description="for --exactly-once; a stable per-instance id (e.g. the pod name) lets a restarted "
                           "instance fence its crashed predecessor at once (default: unique per process)")

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from confluent_kafka import Producer
 
 from core.records import read_records
 from core.schema import kdd99
@@ -113,3 +114,38 @@ def test_hostile_messages_through_the_topic(kafka_bootstrap: str, make_topic: To
     print(f"fuzz through Kafka: {total} messages ({len(hostile)} hostile of {len(KINDS)} kinds), "
           f"{int(scored)} scored, {int(dead)} dead-lettered, 0 lost; dead by kind "
           + json.dumps({k: f"{by_kind[k]}/{tried[k]}" for k in KINDS}))
+
+
+def test_oversized_outputs_never_stop_the_detector(kafka_bootstrap: str, make_topic: TopicFactory,
+                                                   small_bundle: Path, rows, tmp_path: Path) -> None:  # noqa: ANN001
+    """The record that crash-looped a partition (a 170 KB label header of control characters: a 1 MB alert once
+    JSON-escaped), and a 990 KB unparseable value with 30 headers of 8 KB (a dead letter over the limit), between
+    good rows: the detector stays up, the first is alerted with its label cut, the second becomes an
+    output_too_large dead letter with its coordinates, and every good row is handled as before."""
+    topic, alerts, dlq = make_topic("big-in", 1), make_topic("big-alerts", 1), make_topic("big-dlq", 1)
+    good = good_lines(rows)[:500]
+    producer = Producer({"bootstrap.servers": kafka_bootstrap, "message.max.bytes": 2_000_000})
+    flagged, _ = offline_alert_ids(small_bundle, rows)
+    attack = next(i for i, rid in enumerate(rows.record_ids) if int(rid) in flagged)  # a row the model alerts on
+    hostile_label = [("record_id", b"label-bomb"), ("label", b"\x01" * 170_000)]
+    producer.produce(topic, value=good_lines(rows)[attack].encode(), key=b"label-bomb", headers=hostile_label)
+    producer.produce(topic, value=b"\xff" * 990_000, key=b"huge",
+                     headers=[(f"h{i}", b"y" * 8_000) for i in range(30)])
+    for i, line in enumerate(good):
+        producer.produce(topic, value=line.encode(), key=f"ok-{rows.record_ids[i]}".encode(),
+                         headers=[("record_id", f"ok-{rows.record_ids[i]}".encode())])
+    assert producer.flush(60) == 0
+    det = DetectorProcess(kafka_bootstrap, topic, alerts, small_bundle, dlq_topic=dlq, log_path=tmp_path / "d.log")
+    with det:
+        wait_until(lambda: det.total("detector_records_consumed_total") >= 2 + len(good), 180, "every record handled")
+        assert det.alive() and det.get("/healthz")[0] == 200
+        assert det.total("detector_outputs_too_large_total") == 1
+        assert det.stop() == 0
+    [dead] = drain(kafka_bootstrap, dlq, 1)
+    hdrs = dict(dead.headers())
+    assert hdrs["dlq.reason"] == b"output_too_large" and hdrs["dlq.original_reason"]
+    assert (hdrs["dlq.source.topic"], hdrs["dlq.source.partition"], hdrs["dlq.source.offset"]) == (
+        topic.encode(), b"0", b"1")
+    docs = alert_docs(drain(kafka_bootstrap, alerts, 1))
+    bomb = [d for d in docs if d["record_id"] == "label-bomb"]
+    assert bomb and bomb[0]["label"] == "\x01" * 256
