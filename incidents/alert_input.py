@@ -119,6 +119,18 @@ def alert_from_doc(doc: Any, fallback_ms: int, at: dict[str, Any] | None = None)
     )
 
 
+def clamp_future(alert: AlertIn, now_ms: int, max_skew_ms: int) -> tuple[AlertIn, bool]:
+    """An alert stamped further ahead of the wall clock than ``max_skew_ms`` is taken as happening now.
+
+    Stream time is the latest event time seen, and it closes incidents whose last alert is a gap behind it: a
+    single record stamped an hour ahead (a wrong clock, or a hostile producer) would close every open incident
+    at once. The bound is against the wall clock because any event time can be forged, and a real one is never
+    in the future. Returns the alert and whether it was clamped (the caller counts it)."""
+    if alert.event_ms <= now_ms + max_skew_ms:
+        return alert, False
+    return dataclasses.replace(alert, event_ms=now_ms), True
+
+
 def _coordinates(raw: Any, name: str) -> dict[str, Any]:
     """Topic, partition and offset (each may be absent), checked and bounded."""
     raw = {} if raw is None else raw

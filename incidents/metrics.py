@@ -16,6 +16,8 @@ class IncidentMetrics:
                                   ["reason"], registry=r)
         for reason in ("not_json", "not_an_object", "bad_field"):
             self.unreadable.labels(reason=reason)
+        self.future = Counter("incidents_future_event_times_total", "Alerts stamped further ahead of the wall "
+                              "clock than --max-future-skew-s, filed as happening now", registry=r)
         self.held = Gauge("incidents_held_alerts", "Alerts a benign verdict holds until its rate window ends "
                           "(then suppressed, or filed if the window passes the verdict's rate)", registry=r)
         self.over_verdict = Counter("incidents_over_verdict_alerts_total", "Alerts of a muted kind filed because they "

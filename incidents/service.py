@@ -29,7 +29,7 @@ from core.health import HealthServer
 from core.kafka import check_connection, ensure_topic
 from core.kafka_io import FatalError, next_offsets, produce, read_to_end, records, transaction
 from incidents import state
-from incidents.alert_input import AlertError, parse_alert
+from incidents.alert_input import AlertError, clamp_future, parse_alert
 from incidents.book import Incident, IncidentBook, Limits
 from incidents.metrics import IncidentMetrics
 from incidents.settings import IncidentSettings
@@ -191,6 +191,9 @@ class IncidentService:
             log.warning("unreadable alert at %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), exc)
             m.unreadable.labels(reason=exc.reason).inc()
             return [self._dead_letter(msg, exc)]
+        alert, clamped = clamp_future(alert, int(time.time() * 1000), int(self.settings.max_future_skew_s * 1000))
+        if clamped:
+            m.future.inc()
         filing = self.book.add(alert)
         rules |= filing.rules
         m.alerts.inc(filing.filed)

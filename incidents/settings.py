@@ -46,6 +46,9 @@ class IncidentSettings(Settings):
                               "refused (counted in incidents_verdicts_total{outcome=\"too_many_rules\"})")
     retention_s: float = Field(7 * 86_400.0, gt=0, le=365 * 86_400, description="closed incidents are forgotten "
                                "(tombstoned on the incident topic) this long after their last alert")
+    max_future_skew_s: float = Field(300.0, ge=0, le=86_400, description="an alert whose event time is further "
+                                     "ahead of the wall clock than this is filed as happening now (counted), so "
+                                     "one forged timestamp cannot close every open incident")
     batch_size: int = Field(5000, ge=1, le=100_000, description="max alerts per transaction")
     metrics_port: int = Field(9110, ge=0, le=65_535, description="port for /metrics, /healthz, /readyz")
     metrics_host: str = Field("0.0.0.0", description="address to serve metrics on")  # noqa: S104

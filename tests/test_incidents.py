@@ -21,7 +21,7 @@ from incidents.verdicts import VerdictDoc
 from scripts.harness import REPO, IncidentProcess, committed_all, committed_count, drain, latest_incidents, wait_until
 from tests.conftest import TopicFactory
 
-T0 = 1_800_000_000_000  # event time of the first synthetic alert (ms)
+T0 = 1_700_000_000_000  # event time of the first synthetic alert (ms; in the past: future ones are clamped)
 
 
 def alert(i: int, t_ms: int, service: str, top: tuple[str, str], severity: float, label: str) -> dict[str, Any]:

@@ -251,3 +251,18 @@ def test_priority_ranks_a_short_abnormal_burst_above_a_noisy_normal_service_wher
     [burst] = [inc for inc in book.incidents.values() if inc.signature[1] == "burst"]
     assert noisy.severity_sum > burst.severity_sum
     assert burst.priority > noisy.priority
+
+
+def test_one_far_future_timestamp_cannot_close_every_open_incident() -> None:
+    from incidents.alert_input import clamp_future
+
+    book = IncidentBook(gap_ms=300_000)
+    now = T0 + HOUR_MS
+    for i in range(5):
+        book.add(alert_from_doc(doc(i, now - 1_000 + i, service=f"s{i}"), 0))
+    forged, clamped = clamp_future(alert_from_doc(doc(99, now + 24 * HOUR_MS, service="x"), 0), now, 300_000)
+    assert clamped and forged.event_ms == now
+    book.add(forged)
+    assert book.close_quiet() == [] and len(book.open) == 6
+    honest, clamped = clamp_future(alert_from_doc(doc(100, now + 60_000), 0), now, 300_000)
+    assert not clamped and honest.event_ms == now + 60_000
