@@ -15,6 +15,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 log = logging.getLogger(__name__)
 
+READ_TIMEOUT_S = 5.0
+
 
 class HealthServer:
     """``/metrics``, ``/healthz`` (process alive) and ``/readyz`` (model loaded, partitions assigned)."""
@@ -23,6 +25,10 @@ class HealthServer:
                  host: str = "0.0.0.0") -> None:  # noqa: S104 - scraped from outside the pod
 
         class Handler(BaseHTTPRequestHandler):
+            # a client that connects and sends nothing (or a byte a minute) is dropped after this many seconds
+            # instead of holding a thread for good: the endpoints are reachable by anything on the network
+            timeout = READ_TIMEOUT_S
+
             def do_GET(self) -> None:  # noqa: N802 - http.server API
                 path = self.path.split("?", 1)[0]
                 if path == "/metrics":

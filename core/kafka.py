@@ -21,7 +21,14 @@ from core.settings import Settings, parse_pairs
 
 log = logging.getLogger(__name__)
 
-SECRET_KEYS = ("sasl.password", "ssl.key.password", "ssl.keystore.password", "sasl.oauthbearer.client.secret")
+# librdkafka's own list: every property src/rdkafka_conf.c flags _RK_SENSITIVE (read at librdkafka 4c3b017, its
+# redacting dump hides exactly these). A user name is on it; an auth error still names the user on purpose.
+SECRET_KEYS = frozenset({
+    "sasl.username", "sasl.password", "sasl.oauthbearer.config", "sasl.oauthbearer.client.secret",
+    "sasl.oauthbearer.assertion.private.key.file", "sasl.oauthbearer.assertion.private.key.passphrase",
+    "sasl.oauthbearer.assertion.private.key.pem", "ssl.key.location", "ssl.key.password", "ssl.key.pem", "ssl_key",
+    "ssl.keystore.password", "ssl.ca.pem",
+})
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"]
 
@@ -93,7 +100,10 @@ class KafkaSettings(Settings):
 
 
 def redacted(conf: dict[str, Any]) -> dict[str, Any]:
-    return {k: ("***" if k in SECRET_KEYS or "password" in k or "secret" in k else v) for k, v in conf.items()}
+    """A client configuration fit for a log line: librdkafka's sensitive settings, and anything else whose name
+    says password, secret, key or token, shown as ``***``."""
+    return {k: ("***" if k in SECRET_KEYS or any(w in k for w in ("password", "secret", "key", "token")) else v)
+            for k, v in conf.items()}
 
 
 class KafkaConnectError(RuntimeError):

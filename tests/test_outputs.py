@@ -118,3 +118,43 @@ def test_a_broker_refusal_for_size_is_replaced_and_a_passing_outage_is_retried()
     assert stand_in is not None and stand_in.reason == OUTPUT_TOO_LARGE
     assert writer.replacement(out, KafkaError(KafkaError._MSG_TIMED_OUT)) is None
     assert writer.replacement(stand_in, KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)) is None
+
+
+def test_every_librdkafka_sensitive_setting_is_redacted() -> None:
+    """librdkafka's src/rdkafka_conf.c flags these _RK_SENSITIVE; none may reach a log line."""
+    from core.kafka import SECRET_KEYS, redacted
+
+    sensitive = {"sasl.username", "sasl.password", "sasl.oauthbearer.config", "sasl.oauthbearer.client.secret",
+                 "sasl.oauthbearer.assertion.private.key.file", "sasl.oauthbearer.assertion.private.key.passphrase",
+                 "sasl.oauthbearer.assertion.private.key.pem", "ssl.key.location", "ssl.key.password", "ssl.key.pem",
+                 "ssl_key", "ssl.keystore.password", "ssl.ca.pem"}
+    assert sensitive <= SECRET_KEYS
+    conf = {k: "hunter2" for k in sensitive} | {"bootstrap.servers": "b:9092", "ssl.ca.location": "/ca.pem"}
+    shown = redacted(conf)
+    assert "hunter2" not in json.dumps(shown)
+    assert shown["bootstrap.servers"] == "b:9092" and shown["ssl.ca.location"] == "/ca.pem"
+
+
+def test_the_metrics_endpoint_drops_a_client_that_sends_nothing() -> None:
+    """A silent connection is closed after the read timeout; the endpoint keeps answering others."""
+    import socket
+    import time
+    import urllib.request
+
+    from prometheus_client import CollectorRegistry
+
+    from core import health
+    from deploy.kafka.local_kafka import free_port
+
+    port = free_port()
+    server = health.HealthServer(CollectorRegistry(), port, lambda: (True, "ok"), host="127.0.0.1")
+    server.start()
+    try:
+        idle = socket.create_connection(("127.0.0.1", port))
+        idle.settimeout(health.READ_TIMEOUT_S + 10)
+        t0 = time.monotonic()
+        assert urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5).status == 200  # noqa: S310
+        assert idle.recv(1) == b""  # the server closed it
+        assert time.monotonic() - t0 < health.READ_TIMEOUT_S + 5
+    finally:
+        server.stop()
