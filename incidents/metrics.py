@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, ProcessCollector
 
 
 class IncidentMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         r = self.registry = registry or CollectorRegistry()
+        ProcessCollector(registry=r)  # process_start_time_seconds: the crash-loop rule counts its changes
         self.alerts = Counter("incidents_alerts_total", "Alerts filed into incidents", registry=r)
         self.suppressed = Counter("incidents_suppressed_alerts_total",
                                   "Alerts muted by a benign verdict (kept on the suppressed topic)", registry=r)

@@ -190,7 +190,7 @@ def test_compose_stack_runs_alerts_and_is_scraped(engine: Engine, images: dict[s
     project = unique("kdd").replace("-", "")
     ports = {"detector": free_port(), "prometheus": free_port()}
     env = compose_env(engine, kdd_path, ports)
-    services = ["kafka", "topics", "train", "producer", "detector", "prometheus"]  # grafana: no local image
+    services = ["kafka", "topics", "train", "producer", "detector", "incidents", "prometheus"]  # no grafana image
     detector = f"{project}_detector_1"
     try:
         # All at once (--no-deps): podman 4.3 cannot start chains of dependent containers, and the services
@@ -204,6 +204,8 @@ def test_compose_stack_runs_alerts_and_is_scraped(engine: Engine, images: dict[s
         wait_until(lambda: prometheus_target_up(ports["prometheus"], "kdd-detector"), 120,
                    "Prometheus scraping the detector (target up)")
         assert prometheus_target_up(ports["prometheus"], "kdd-producer")
+        wait_until(lambda: prometheus_target_up(ports["prometheus"], "kdd-incidents"), 120,
+                   "Prometheus scraping the incident service (target up)")
     finally:
         compose(engine, project, env, "down", "--volumes", "--timeout", "10", check=False)
     left = engine.text("ps", "--all", "--filter", f"name={project}", "--format", "{{.Names}}")

@@ -79,7 +79,7 @@ def test_compose_file_matches_the_compose_spec() -> None:
     errors = list(jsonschema.Draft201909Validator(schema).iter_errors(compose))
     assert not errors, [f"{list(e.path)}: {e.message}" for e in errors]
     services = compose["services"]
-    assert {"kafka", "topics", "train", "producer", "detector", "prometheus", "grafana"} <= set(services)
+    assert {"kafka", "topics", "train", "producer", "detector", "incidents", "prometheus", "grafana"} <= set(services)
     for name, svc in services.items():
         for dep in svc.get("depends_on", {}) or {}:
             assert dep in services, f"{name} depends on unknown service {dep}"

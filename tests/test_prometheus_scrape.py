@@ -1,5 +1,5 @@
-"""A real Prometheus scrapes a detector and a producer during a replay; every dashboard query and every
-recording rule must parse and return data."""
+"""A real Prometheus scrapes a detector, a producer and the incident service during a replay; every dashboard
+query and every recording rule must parse and return data."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import yaml
 
 from core.records import read_records
 from deploy.kafka.local_kafka import free_port
-from scripts.harness import REPO, DetectorProcess, produce_rows, wait_until
+from scripts.harness import REPO, DetectorProcess, IncidentProcess, produce_rows, wait_until
 from tests.conftest import TopicFactory
 
 PROM_DIR = REPO / "deploy" / "prometheus"
@@ -53,6 +53,7 @@ def test_prometheus_scrapes_and_every_query_returns_data(kafka_bootstrap: str, m
     bad.update({i * 400 + 1: line.replace(",http,", ",brand_new_service,").encode() for i in range(40)})
 
     det = DetectorProcess(kafka_bootstrap, topic, alerts, small_bundle, log_path=tmp_path / "detector.log")
+    inc = IncidentProcess(kafka_bootstrap, alerts, log_path=tmp_path / "incidents.log")
     prod_port, prom_port = free_port(), free_port()
     rules = [str(PROM_DIR / "rules" / "recording.yml"), str(PROM_DIR / "rules" / "alerts.yml")]
     config = {
@@ -61,6 +62,7 @@ def test_prometheus_scrapes_and_every_query_returns_data(kafka_bootstrap: str, m
         "scrape_configs": [
             {"job_name": "kdd-detector", "static_configs": [{"targets": [f"127.0.0.1:{det.port}"]}]},
             {"job_name": "kdd-producer", "static_configs": [{"targets": [f"127.0.0.1:{prod_port}"]}]},
+            {"job_name": "kdd-incidents", "static_configs": [{"targets": [f"127.0.0.1:{inc.port}"]}]},
         ],
     }
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -69,14 +71,14 @@ def test_prometheus_scrapes_and_every_query_returns_data(kafka_bootstrap: str, m
                             stdout=subprocess.DEVNULL, stderr=open(tmp_path / "prometheus.log", "wb"))  # noqa: SIM115
     producer = None
     try:
-        with det:
+        with det, inc:
             produce_rows(kafka_bootstrap, topic, data, bad)
             producer = subprocess.Popen(
                 [sys.executable, "-m", "producer", "--bootstrap-servers", kafka_bootstrap, "--topic", topic, "--data",
                  str(kdd_path), "--rate", "500", "--loop", "--limit", "100000", "--metrics-port", str(prod_port)],
                 cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            wait_until(lambda: _ok(prom_port, "up") and len(query(prom_port, "up == 1")["data"]["result"]) == 2,
-                       60, "Prometheus up and scraping both targets")
+            wait_until(lambda: _ok(prom_port, "up") and len(query(prom_port, "up == 1")["data"]["result"]) == 3,
+                       60, "Prometheus up and scraping all three targets")
             pending = dashboard_queries() + recording_rules()
             missing: dict[str, str] = {}
 
@@ -96,10 +98,11 @@ def test_prometheus_scrapes_and_every_query_returns_data(kafka_bootstrap: str, m
                 raise AssertionError(f"{exc}: {missing}") from None
             scored = query(prom_port, "sum(detector_records_scored_total)")["data"]["result"]
             assert float(scored[0]["value"][1]) > 0
-            lint = subprocess.run([shutil.which("promtool") or "promtool", "check", "metrics"],
-                                  input=det.get("/metrics")[1], capture_output=True, text=True, timeout=60)
-            assert lint.returncode == 0 and not lint.stdout.strip(), lint.stdout + lint.stderr  # e.g. a 'quantile'
-            # label on a metric that is not a summary
+            for service in (det, inc):
+                lint = subprocess.run([shutil.which("promtool") or "promtool", "check", "metrics"],
+                                      input=service.get("/metrics")[1], capture_output=True, text=True, timeout=60)
+                # e.g. a 'quantile' label on a metric that is not a summary
+                assert lint.returncode == 0 and not lint.stdout.strip(), lint.stdout + lint.stderr
     finally:
         if producer is not None:
             producer.send_signal(signal.SIGTERM)
