@@ -148,6 +148,7 @@ class Filing:
     filed: int = 0  # alerts added to incidents (more than one when a broken verdict releases what it held)
     over_verdict: int = 0
     paged: int = 0  # incidents that became pages
+    crowded_out: int = 0  # open incidents closed early to stay within max_open
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,6 +158,8 @@ class Limits:
     max_verdict_ms: int = 30 * 86_400_000
     max_rules: int = 1_000
     rate_margin: float = 1.5
+    max_open: int = 10_000  # open incidents; past it the least recently updated one closes early
+    max_incidents: int = 20_000  # incidents kept in memory; past it the oldest closed ones are forgotten
 
 
 class IncidentBook:
@@ -213,7 +216,12 @@ class IncidentBook:
         if current is not None and event_ms - current.last_seen_ms > self.gap_ms:
             filing.changed.append(self._close(current))
             current = None
-        if current is None:
+        if current is not None:
+            self.open[sig] = self.open.pop(sig)  # most recently updated last: the dict is in LRU order
+        else:
+            if len(self.open) >= self.limits.max_open:  # e.g. a flood of random signatures
+                filing.changed.append(self._close(next(iter(self.open.values()))))
+                filing.crowded_out += 1
             digest = hashlib.sha1("|".join(sig).encode()).hexdigest()[:10]
             current = Incident(f"inc-{digest}-{event_ms}", sig, kind(alert), event_ms, event_ms)
             self.open[sig] = current
@@ -263,9 +271,14 @@ class IncidentBook:
         return suppressed, changed - removed, removed
 
     def prune(self) -> list[str]:
-        """Forget closed incidents whose last alert is older than the retention; returns their ids."""
+        """Forget closed incidents whose last alert is older than the retention, and the oldest closed ones past
+        ``max_incidents``; returns their ids (the service tombstones them)."""
         horizon = self.stream_ms - self.retention_ms
         old = [i for i, inc in self.incidents.items() if inc.status == CLOSED and inc.last_seen_ms < horizon]
+        excess = len(self.incidents) - len(old) - self.limits.max_incidents
+        if excess > 0:
+            gone = set(old)
+            old += [i for i, inc in self.incidents.items() if inc.status == CLOSED and i not in gone][:excess]
         for incident_id in old:
             del self.incidents[incident_id]
         return old

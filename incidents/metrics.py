@@ -23,6 +23,8 @@ class IncidentMetrics:
                           "(then suppressed, or filed if the window passes the verdict's rate)", registry=r)
         self.over_verdict = Counter("incidents_over_verdict_alerts_total", "Alerts of a muted kind filed because they "
                                     "came faster than the verdict covered", registry=r)
+        self.crowded_out = Counter("incidents_crowded_out_total", "Open incidents closed early because "
+                                   "--max-open-incidents were open (a flood of new signatures)", registry=r)
         self.paged = Counter("incidents_paged_total", "Incidents that paged an analyst", registry=r)
         self.page_line = Gauge("incidents_page_line", "Priority an incident must reach to page (adapts to the "
                                "trailing hour's incidents)", registry=r)

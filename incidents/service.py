@@ -49,7 +49,7 @@ class IncidentService:
         self.book = IncidentBook(
             int(s.gap_s * 1000), Budget(per_hour=s.page_budget, floor=s.min_priority),
             Limits(max_verdict_ms=int(s.max_verdict_s * 1000), max_rules=s.max_verdicts,
-                   rate_margin=s.verdict_rate_margin),
+                   rate_margin=s.verdict_rate_margin, max_open=s.max_open_incidents, max_incidents=s.max_incidents),
             retention_ms=int(s.retention_s * 1000))
         self.metrics = IncidentMetrics()
         self.metrics.page_budget.set(s.page_budget)
@@ -199,6 +199,7 @@ class IncidentService:
         m.alerts.inc(filing.filed)
         m.over_verdict.inc(filing.over_verdict)
         m.paged.inc(filing.paged)
+        m.crowded_out.inc(filing.crowded_out)
         for inc in filing.changed:
             if inc.alerts == 1 and inc.incident_id not in changed:
                 m.opened.inc()

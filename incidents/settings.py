@@ -44,6 +44,11 @@ class IncidentSettings(Settings):
                                  "force, whatever it asked for")
     max_verdicts: int = Field(1_000, ge=1, le=100_000, description="benign verdicts in force at most; more are "
                               "refused (counted in incidents_verdicts_total{outcome=\"too_many_rules\"})")
+    max_open_incidents: int = Field(10_000, ge=10, le=10_000_000, description="open incidents at most; past it the "
+                                    "least recently updated one closes early (memory stays bounded under a flood "
+                                    "of new signatures)")
+    max_incidents: int = Field(20_000, ge=100, le=10_000_000, description="incidents kept in memory at most (open "
+                               "and closed); past it the oldest closed ones are forgotten and tombstoned")
     retention_s: float = Field(7 * 86_400.0, gt=0, le=365 * 86_400, description="closed incidents are forgotten "
                                "(tombstoned on the incident topic) this long after their last alert")
     max_future_skew_s: float = Field(300.0, ge=0, le=86_400, description="an alert whose event time is further "

@@ -266,3 +266,24 @@ def test_one_far_future_timestamp_cannot_close_every_open_incident() -> None:
     assert book.close_quiet() == [] and len(book.open) == 6
     honest, clamped = clamp_future(alert_from_doc(doc(100, now + 60_000), 0), now, 300_000)
     assert not clamped and honest.event_ms == now + 60_000
+
+
+def test_a_flood_of_random_signatures_keeps_the_book_bounded() -> None:
+    from incidents.book import Limits
+
+    book = IncidentBook(gap_ms=300_000, limits=Limits(max_open=50, max_incidents=120))
+    crowded, pruned = 0, 0
+    for i in range(2_000):
+        filing = book.add(alert_from_doc(doc(i, T0 + i, service=f"random-{i}"), 0))
+        crowded += filing.crowded_out
+        if i % 100 == 99:
+            pruned += len(book.prune())
+            assert len(book.incidents) <= 120
+        assert len(book.open) <= 50
+    assert crowded == 2_000 - 50 and pruned >= 2_000 - 120
+    # the least recently updated incident is the one closed: a busy signature stays open
+    busy = IncidentBook(gap_ms=300_000, limits=Limits(max_open=3))
+    for i in range(20):
+        busy.add(alert_from_doc(doc(i, T0 + 2 * i, service="busy"), 0))
+        busy.add(alert_from_doc(doc(100 + i, T0 + 2 * i + 1, service=f"new-{i}"), 0))
+    assert any(sig[1] == "busy" for sig in busy.open)
