@@ -19,7 +19,7 @@ are combined by Fisher's method again (chi-square with 4 degrees of freedom); th
 the result: evidence on a decimal scale (2 = odds of 1 in 100 under normal traffic). Why this and not a sum
 of severities: alerts that are merely alerts add nothing (a thousand just over the line over a day leave
 both p-values near 1), while a sum of severities grows with every one of them, so a noisy normal service
-outranks a short, clearly abnormal burst (``tests/test_triage.py`` has that case). Alerts far beyond
+outranks a short, clearly abnormal burst (``tests/unit/test_triage.py`` has that case). Alerts far beyond
 calibration add about ``2 ln(threshold_fpr / 1e-4)`` each (9.2 at FPR 0.01): one alone is priority 1.25
 (below the default page floor of 2: a single alert pages no one), two in a minute 3.0, ten in a minute
 about 20. The README compares it with the sum and the maximum of severities, the alert count and arrival

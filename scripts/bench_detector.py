@@ -43,13 +43,13 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Consumer
 
+import testkit as harness
 from core.kafka import KafkaSettings
 from core.records import default_data_path
 from core.settings import MODEL_DIR
 from detector.settings import DetectorSettings
 from producer.replay import Replayer
 from producer.source import SourceOptions
-from scripts import harness
 
 log = logging.getLogger("bench_detector")
 

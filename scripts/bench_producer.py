@@ -13,10 +13,10 @@ import logging
 import sys
 from pathlib import Path
 
+import testkit as harness
 from core.records import default_data_path
 from producer.replay import Replayer
 from producer.source import SourceOptions
-from scripts import harness
 
 
 def main(argv: list[str] | None = None) -> int:

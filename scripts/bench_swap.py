@@ -26,11 +26,11 @@ from pathlib import Path
 import numpy as np
 from confluent_kafka import Consumer
 
+import testkit as harness
 from core.records import default_data_path
 from core.settings import MODEL_DIR
 from model import store
 from model.bundle import MANIFEST
-from scripts import harness
 
 log = logging.getLogger("bench_swap")
 

@@ -8,6 +8,7 @@ data file; see their ``--help``), and DEMO_RATE (records/s, default 2000), DEMO_
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sys
@@ -19,10 +20,10 @@ sys.path.insert(0, str(REPO))
 
 from confluent_kafka import Consumer  # noqa: E402
 
+import testkit as harness  # noqa: E402
 from core.records import default_data_path  # noqa: E402
 from core.settings import MODEL_DIR  # noqa: E402
 from deploy.kafka import local_kafka  # noqa: E402
-from scripts import harness  # noqa: E402
 
 
 def say(msg: str) -> None:
@@ -81,13 +82,21 @@ def summarise(latest: dict[str, dict], inc: harness.IncidentProcess) -> None:
         f"{max((d['priority'] for d in review), default=0):.1f}")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bash scripts/demo", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--rate", type=float, default=float(os.environ.get("DEMO_RATE", "2000")),
+                   help="records per second [env DEMO_RATE; default 2000]")
+    p.add_argument("--limit", type=int, default=int(os.environ.get("DEMO_LIMIT", "30000")),
+                   help="records to replay [env DEMO_LIMIT; default 30000]")
+    p.add_argument("--anomaly-fraction", default=os.environ.get("DEMO_ANOMALY_FRACTION", "0.01"),
+                   help="share of attacks in the replay [env DEMO_ANOMALY_FRACTION; default 0.01]")
+    p.add_argument("--metrics-port", type=int, default=int(os.environ.get("DEMO_METRICS_PORT", "9108")),
+                   help="the detector's metrics port [env DEMO_METRICS_PORT; default 9108]")
+    args = p.parse_args(argv)
     model = Path(os.environ.get(MODEL_DIR, REPO / "artifacts" / "model"))
     data = default_data_path()
-    rate = float(os.environ.get("DEMO_RATE", "2000"))
-    limit = int(os.environ.get("DEMO_LIMIT", "30000"))
-    fraction = os.environ.get("DEMO_ANOMALY_FRACTION", "0.01")
-    port = int(os.environ.get("DEMO_METRICS_PORT", "9108"))
+    rate, limit, fraction, port = args.rate, args.limit, args.anomaly_fraction, args.metrics_port
     if not (model / "bundle.json").exists():
         say(f"no model bundle at {model}: training one on {data} (default preset, about a minute)")
         harness.ensure_bundle(model, data)

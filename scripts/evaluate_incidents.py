@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
+import testkit as harness
 from core.kafka import KafkaSettings
 from core.records import Records, default_data_path, read_records
 from core.settings import MODEL_DIR
 from incidents.feedback import FeedbackSettings, send, verdict_producer
-from scripts import harness
 
 log = logging.getLogger("evaluate_incidents")
 

@@ -33,10 +33,10 @@ from confluent_kafka import Consumer
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+import testkit as harness
 from core import settings as cli
 from core.records import DATA_ENV, default_data_path
 from core.settings import MODEL_DIR, Settings, SettingsError
-from scripts import harness
 
 log = logging.getLogger("soak")
 

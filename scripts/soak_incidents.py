@@ -23,8 +23,8 @@ from pathlib import Path
 
 from confluent_kafka import Producer
 
+import testkit as harness
 from core.kafka_io import produce
-from scripts import harness
 
 log = logging.getLogger("soak_incidents")
 

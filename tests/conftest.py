@@ -1,4 +1,8 @@
-"""Shared fixtures: a real Kafka broker for the session, unique topics, and the shared KDD99 file.
+"""Shared fixtures: a real Kafka broker for the session, unique topics, and the shared KDD99 file; and the tiers.
+
+Tests live in folders that say what they need: ``tests/unit`` (nothing but this process), ``tests/kafka`` (a
+real broker), ``tests/containers`` (the images, built and run, beside a real broker). Each test gets its
+folder's marker, so ``pytest -m unit`` runs the fast tier alone.
 
 The broker comes from, in order: ``KAFKA_BOOTSTRAP_SERVERS`` (an existing cluster), testcontainers'
 KafkaContainer when a Docker engine answers, else ``deploy/kafka/local_kafka.py`` (Apache Kafka jars from
@@ -22,6 +26,15 @@ from core.records import default_data_path
 from deploy.kafka import local_kafka
 
 REPO = Path(__file__).resolve().parents[1]
+TIERS = {"unit": ("unit",), "kafka": ("kafka",), "containers": ("containers", "kafka")}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its folder's tier (see the module docstring)."""
+    for item in items:
+        folder = Path(str(item.fspath)).parent.name
+        for marker in TIERS.get(folder, ()):
+            item.add_marker(getattr(pytest.mark, marker))
 
 
 def _docker_answers() -> bool:

@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 from incidents.service import read_to_end
-from scripts.harness import REPO, IncidentProcess, latest_incidents, wait_until
+from testkit import REPO, IncidentProcess, latest_incidents, wait_until
 from tests.conftest import TopicFactory
-from tests.test_incidents import produce
-from tests.test_triage import doc
+from tests.kafka.test_incidents import produce
+from tests.unit.test_triage import doc
 
 HOUR_MS, MINUTE_MS = 3_600_000, 60_000
 

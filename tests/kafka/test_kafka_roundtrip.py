@@ -8,7 +8,7 @@ from pathlib import Path
 from confluent_kafka import Producer
 
 from core.records import read_records
-from scripts.harness import drain
+from testkit import drain
 from tests.conftest import TopicFactory
 
 N = 10_000

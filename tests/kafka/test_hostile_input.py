@@ -19,7 +19,7 @@ from core.records import read_records
 from core.schema import kdd99
 from detector import parsing
 from model.bundle import load_bundle
-from scripts.harness import DetectorProcess, alert_docs, drain, offline_alert_ids, wait_until
+from testkit import DetectorProcess, alert_docs, drain, offline_alert_ids, wait_until
 from tests.conftest import TopicFactory
 from tests.hostile import KINDS, hostile_values
 

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from core.records import read_records
-from scripts.harness import (
+from testkit import (
     REPO,
     DetectorProcess,
     alert_docs,

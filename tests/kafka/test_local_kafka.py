@@ -10,7 +10,7 @@ from confluent_kafka.admin import AdminClient
 
 from deploy.kafka import local_kafka
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "deploy" / "kafka" / "local_kafka.py"
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-PROM = Path(__file__).resolve().parents[1] / "deploy" / "prometheus"
+PROM = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
 
 
 def promtool(*args: str) -> subprocess.CompletedProcess[str]:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from core.records import read_records
-from scripts.harness import REPO, DetectorProcess, alert_docs, drain, offline_alert_ids, produce_rows, wait_until
+from testkit import REPO, DetectorProcess, alert_docs, drain, offline_alert_ids, produce_rows, wait_until
 from tests.conftest import TopicFactory
 
 ROWS = 20_000

@@ -11,7 +11,7 @@ import pytest
 
 from training.evaluate import evaluate
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_evaluate_report_on_heldout_rows(small_bundle: Path, kdd_path: Path, tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from detector.drift import DriftMonitor
 from detector.metrics import DetectorMetrics
 from model import store
 from model.bundle import MANIFEST, load_bundle
-from scripts.harness import (
+from testkit import (
     REPO,
     DetectorProcess,
     alert_docs,

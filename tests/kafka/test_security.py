@@ -16,7 +16,7 @@ from confluent_kafka.admin import AdminClient
 
 from core.records import read_records
 from deploy.kafka import local_kafka
-from scripts.harness import REPO, DetectorProcess, assert_alerted, offline_alert_ids, wait_until
+from testkit import REPO, DetectorProcess, assert_alerted, offline_alert_ids, wait_until
 from tests.conftest import create_topic, own_cluster
 
 USER = "kdd-app"

@@ -1,6 +1,6 @@
 """Deployment files, validated statically: Dockerfiles with hadolint, the Compose file against the Compose
 spec's JSON Schema, Kubernetes manifests against the API schemas (no cluster can be started here). The
-images themselves are built and run by tests/test_containers.py."""
+images themselves are built and run by tests/containers/test_containers.py."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 DOCKERFILES = [DEPLOY / "docker" / "Dockerfile", DEPLOY / "docker" / "Dockerfile.gpu"]  # services
 TRAINING_DOCKERFILE = DEPLOY / "docker" / "Dockerfile.training"  # a one-shot job: no health check

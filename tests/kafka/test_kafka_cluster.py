@@ -14,7 +14,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from core.records import read_records
 from deploy.kafka import local_kafka
-from scripts.harness import (
+from testkit import (
     DetectorProcess,
     assert_alerted,
     committed_all,

@@ -27,7 +27,7 @@ from deploy.kafka.local_kafka import free_port
 from model.bundle import load_bundle
 from scripts import build_images
 from scripts.containers import REPO, Engine, find_engine
-from scripts.harness import alert_docs, drain, offline_alert_ids, unique, wait_until
+from testkit import alert_docs, drain, offline_alert_ids, unique, wait_until
 from tests.conftest import create_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]

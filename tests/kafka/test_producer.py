@@ -19,11 +19,11 @@ import pytest
 from core.records import read_records
 from core.schema import kdd99
 from deploy.kafka.local_kafka import free_port
-from scripts.harness import drain
+from testkit import drain
 
 FEATURES = kdd99().names
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def replay(bootstrap: str, topic: str, *args: str, timeout: float = 300) -> dict[str, object]:

@@ -14,7 +14,7 @@ from core.decision import is_anomalous
 from core.records import read_records
 from model.bundle import load_bundle
 from model.calibration import ScoreDistribution
-from scripts.harness import REPO, DetectorProcess, alert_docs, drain, produce_rows, wait_until
+from testkit import REPO, DetectorProcess, alert_docs, drain, produce_rows, wait_until
 from tests.conftest import TopicFactory
 from training.detection_metrics import threshold_at_fpr
 

@@ -18,7 +18,7 @@ from confluent_kafka import Producer
 from incidents.alert_input import alert_from_doc
 from incidents.book import CLOSED, IncidentBook, kind, signature
 from incidents.verdicts import VerdictDoc
-from scripts.harness import REPO, IncidentProcess, committed_all, committed_count, drain, latest_incidents, wait_until
+from testkit import REPO, IncidentProcess, committed_all, committed_count, drain, latest_incidents, wait_until
 from tests.conftest import TopicFactory
 
 T0 = 1_700_000_000_000  # event time of the first synthetic alert (ms; in the past: future ones are clamped)

@@ -17,7 +17,7 @@ import yaml
 
 from core.records import read_records
 from deploy.kafka.local_kafka import free_port
-from scripts.harness import REPO, DetectorProcess, IncidentProcess, produce_rows, wait_until
+from testkit import REPO, DetectorProcess, IncidentProcess, produce_rows, wait_until
 from tests.conftest import TopicFactory
 
 PROM_DIR = REPO / "deploy" / "prometheus"
