@@ -46,14 +46,17 @@ def records(msgs: list[Message]) -> list[Message]:
 
 
 def produce(producer: Producer, topic: str, value: bytes | None, key: bytes | None = None,
-            headers: Headers | None = None, on_delivery: Callable[[KafkaError | None, Message], None] | None = None
-            ) -> None:
-    """Produce one message, waiting out a full local queue (``BufferError``) by serving delivery reports."""
+            headers: Headers | None = None, on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+            timestamp: int = 0) -> None:
+    """Produce one message, waiting out a full local queue (``BufferError``) by serving delivery reports;
+    ``timestamp`` (epoch ms) is the record's event time, 0 for the client's clock."""
     kwargs: dict[str, Any] = {"value": value, "key": key}
     if headers:
         kwargs["headers"] = headers
     if on_delivery is not None:
         kwargs["on_delivery"] = on_delivery
+    if timestamp:
+        kwargs["timestamp"] = timestamp
     while True:
         try:
             producer.produce(topic, **kwargs)

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 
 from core import headers as h
+from core import wire
+from core.wire import ParsedBatch
 from detector.outputs import OutMessage, cap_text
-from detector.parsing import ParsedBatch
 from detector.scoring import ScoredBatch
 from model.scorer import Scorer
 
@@ -66,14 +67,8 @@ class AlertBuilder:
               categories: dict[str, str] | None = None) -> OutMessage:
         in_headers = msg.headers()
         key = msg.key()
-        record_id = h.header(in_headers, h.RECORD_ID)
-        if record_id is None and key is not None:
-            try:
-                record_id = key.decode("utf-8")
-            except UnicodeDecodeError:
-                record_id = None
-        label = cap_text(h.header(in_headers, h.LABEL))  # bounded: a header can be as large as a message
-        record_id = cap_text(record_id)
+        label = cap_text(wire.label(in_headers))  # bounded: a header can be as large as a message
+        record_id = cap_text(wire.record_id(in_headers, key))
         doc = {
             "schema": ALERT_SCHEMA,
             "record_id": record_id,

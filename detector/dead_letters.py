@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from core import headers as h
+from core.wire import Rejection
 from detector.outputs import OutMessage, cap_headers
-from detector.parsing import Rejection
 
 
 def build_dead_letter(msg: Any, topic: str, reason: str, detail: str) -> OutMessage:

@@ -9,7 +9,7 @@ import dataclasses
 
 import numpy as np
 
-from detector.parsing import ParsedBatch
+from core.wire import ParsedBatch
 from model.bundle import Bundle
 from model.scorer import Scores
 

@@ -28,6 +28,7 @@ from core.decision import flagged_rows
 from core.health import HealthServer
 from core.heap import freeze_long_lived
 from core.kafka import admin_config, check_connection, ensure_topic, redacted
+from core.wire import ParsedBatch, Parser
 from detector.checkpoint import AtLeastOnce, Checkpoint, ExactlyOnce
 from detector.clients import AuthWatch, client_configs
 from detector.dead_letters import dead_letters
@@ -38,7 +39,6 @@ from detector.input_source import InputBatch, InputSource
 from detector.live_model import LiveModel, load_live
 from detector.metrics import DetectorMetrics, observe_many
 from detector.model_watch import ModelWatcher
-from detector.parsing import ParsedBatch, Parser
 from detector.scoring import ScoredBatch
 from detector.settings import DetectorSettings
 from detector.shadow import Shadow, ShadowBatch

@@ -16,11 +16,11 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from core.decision import is_anomalous
+from core.wire import ParsedBatch
 from detector.alerts import AlertBuilder
 from detector.live_model import LiveModel
 from detector.metrics import DetectorMetrics
 from detector.outputs import OutMessage
-from detector.parsing import ParsedBatch
 from detector.scoring import ScoredBatch
 
 

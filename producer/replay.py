@@ -18,7 +18,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Producer
 
-from core.headers import LABEL, RECORD_ID
+from core import wire
+from core.kafka_io import produce
 from producer.metrics import ProducerMetrics
 from producer.pacing import Pacer
 from producer.source import SourceOptions, SourceStats, records
@@ -111,7 +112,6 @@ class Replayer:
         bar = _progress_bar(self.source.limit) if self.progress else None
         next_log = t0 + 5.0
         published = (0, 0, 0)
-        produce = producer.produce
         topic = self.topic
         on_delivery = self._on_delivery
         try:
@@ -124,16 +124,9 @@ class Replayer:
                     if rec is None:
                         exhausted = True
                         break
-                    headers = [(RECORD_ID, str(rec.record_id).encode())]
-                    if rec.label is not None and self.label_header:
-                        headers.append((LABEL, rec.label.encode()))
-                    while True:
-                        try:
-                            produce(topic, value=rec.value, key=str(rec.record_id).encode(), headers=headers,
-                                    timestamp=now_ms, on_delivery=on_delivery)
-                            break
-                        except BufferError:  # local queue full: let deliveries drain, then retry this record
-                            producer.poll(0.05)
+                    key, value, headers = wire.encode(rec.record_id, rec.value,
+                                                      rec.label if self.label_header else None)
+                    produce(producer, topic, value, key, headers, on_delivery, now_ms)
                     res.sent += 1
                 producer.poll(0)
                 published = self._publish_metrics(published)

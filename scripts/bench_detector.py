@@ -89,7 +89,7 @@ def parse_only(data: Path, n: int = 200_000, batch: int = 2_000) -> float:
     figure is higher by what the other threads on the same cores take from it."""
     from core.records import open_text_lines
     from core.schema import kdd99
-    from detector.parsing import Parser
+    from core.wire import Parser
 
     lines: list[bytes] = []
     for raw in open_text_lines(data):

@@ -12,7 +12,7 @@ import numpy as np
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from core import headers
+from core import wire
 from core.kafka_io import produce, read_to_end
 from core.records import Records
 from testkit.cluster import unique
@@ -26,16 +26,14 @@ def produce_rows(bootstrap: str, topic: str, data: Records, bad: dict[int, bytes
     if data.raw is None:
         raise ValueError("produce_rows needs rows read with keep_raw=True")
 
-    def send(value: bytes, key: bytes, hdrs: list[tuple[str, bytes]]) -> None:
-        produce(producer, topic, value, key, hdrs)
-
     n = 0
     for i, (rid, line) in enumerate(zip(data.record_ids, data.raw, strict=True)):
         if bad and i in bad:
-            send(bad[i], f"bad-{i}".encode(), [(headers.RECORD_ID, f"bad-{i}".encode())])
+            key, value, hdrs = wire.encode(f"bad-{i}", bad[i])  # no label: as a hostile producer sends it
+            produce(producer, topic, value, key, hdrs)
             n += 1
-        send(data.payload(line).encode(), str(rid).encode(),
-             [(headers.RECORD_ID, str(rid).encode()), (headers.LABEL, line.rsplit(",", 1)[1].encode())])
+        key, value, hdrs = wire.encode(rid, data.payload(line).encode(), line.rsplit(",", 1)[1])
+        produce(producer, topic, value, key, hdrs)
         n += 1
         if i % 1000 == 0:
             producer.poll(0)

@@ -22,10 +22,10 @@ import numpy as np
 import pandas as pd
 from confluent_kafka import Consumer, TopicPartition
 
-from core import headers
+from core import wire
 from core.kafka import KafkaSettings, check_connection
 from core.kafka_io import records
-from core.records import Records, as_frame, parse_lines, typed_fields
+from core.records import Records, as_frame
 from core.schema import RecordSchema
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ def _read(consumer: Consumer, topic: str, ranges: dict[int, tuple[int, int]], ti
                 continue
             out.values.append(msg.value() or b"")
             out.coords.append((p, o))
-            out.labels.append(headers.header(msg.headers(), headers.LABEL))
+            out.labels.append(wire.label(msg.headers()))
             if o >= todo[p] - 1:
                 del todo[p]
     if todo:
@@ -110,31 +110,10 @@ def alerted(kafka: KafkaSettings, alert_topic: str, source_topic: str, timeout_s
 
 
 def _parse(schema: RecordSchema, values: list[bytes]) -> tuple[pd.DataFrame, np.ndarray]:
-    """Typed rows of the good values, and their positions; CSV payloads and JSON objects both read."""
-    is_json = np.array([v[:1] == b"{" for v in values], dtype=bool)
-    csv_pos = np.flatnonzero(~is_json)
-    frames, kept = [], []
-    if len(csv_pos):
-        got = parse_lines([values[i] for i in csv_pos], source="topic", schema=schema, strict=False,
-                          n_fields=schema.n_features)
-        frames.append(got.features)
-        kept.append(csv_pos[got.lines - 1])
-    objs = []
-    for i in np.flatnonzero(is_json):
-        try:
-            obj = json.loads(values[i])
-            objs.append((i, [obj[n] for n in schema.names]))
-        except (ValueError, KeyError, TypeError):
-            continue
-    if objs:
-        frame = pd.DataFrame([row for _, row in objs], columns=list(schema.names), dtype=object)
-        numeric, cats, faults = typed_fields(schema, frame)
-        good = np.asarray(pd.isna(faults), dtype=bool)
-        frames.append(as_frame(schema, numeric[good], [c[good] for c in cats]))
-        kept.append(np.array([i for i, _ in objs])[good])
-    if not frames:
-        return pd.DataFrame(columns=list(schema.names)), np.zeros(0, dtype=np.int64)
-    return pd.concat(frames, ignore_index=True), np.concatenate(kept)
+    """Typed rows of the good values, and their positions: the detector's own parser (``core.wire``), so a record
+    the detector scores is a record retraining reads, and one it dead-letters is left out here too."""
+    batch = wire.Parser(schema).parse_safe(values)
+    return as_frame(schema, batch.numeric, batch.categories), batch.index
 
 
 def read_training_rows(kafka: KafkaSettings, window: TopicWindow, schema: RecordSchema, *,

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from confluent_kafka import Producer
 
+from core import wire
 from core.records import read_records
 from core.schema import kdd99
-from detector import parsing
 from model.bundle import load_bundle
 from testkit import DetectorProcess, alert_docs, drain, offline_alert_ids, wait_until
 from tests.conftest import TopicFactory
@@ -45,10 +45,10 @@ def test_fuzz_parser_and_scorer(rows, small_bundle: Path) -> None:  # noqa: ANN0
         size = rng.choice([1, 7, 100, 2000])
         batch = [v for _, v in values[start:start + size]]
         start += size
-        parsed = parsing.Parser(kdd99()).parse_safe(batch)
+        parsed = wire.Parser(kdd99()).parse_safe(batch)
         assert sorted(parsed.index.tolist() + [r.index for r in parsed.rejections]) == list(range(len(batch)))
-        assert not [r for r in parsed.rejections if r.code == parsing.PARSER_ERROR], "the parser raised"
-        assert all(r.code in parsing.REASONS and r.detail for r in parsed.rejections)
+        assert not [r for r in parsed.rejections if r.code == wire.PARSER_ERROR], "the parser raised"
+        assert all(r.code in wire.REASONS and r.detail for r in parsed.rejections)
         if len(parsed.index):
             assert np.isfinite(parsed.numeric).all() and (parsed.numeric >= 0).all()
             assert (parsed.numeric <= kdd99().bounds()[1]).all()
@@ -81,7 +81,7 @@ def test_hostile_messages_through_the_topic(kafka_bootstrap: str, make_topic: To
     total = len(messages)
 
     # What the parser says about each value on its own: the reason it must arrive with in the DLQ.
-    offline = parsing.Parser(kdd99()).parse_safe(list(messages.values()))
+    offline = wire.Parser(kdd99()).parse_safe(list(messages.values()))
     keys = list(messages)
     want_dead = {keys[r.index]: r.code for r in offline.rejections}
     assert not any(k.startswith("ok-") for k in want_dead)

@@ -13,9 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from core import heap
+from core import heap, wire
 from core.schema import kdd99
-from detector import parsing
 from detector.alerts import _iso_many
 from detector.drift import DriftMonitor
 from detector.evaluation import _labels
@@ -39,10 +38,10 @@ def test_dictionary_encoded_categories_equal_the_classifying_path(kdd_path: Path
     """The plain batch (Arrow, dictionary-encoded categoricals) and the value-by-value path read the same rows."""
     lines = _lines(kdd_path, 0, 3000)
     lines[7] = lines[7].replace(b",tcp,", b", tcp ,", 1)  # padded category: trimmed on both paths
-    parser = parsing.Parser(kdd99())
+    parser = wire.Parser(kdd99())
     fast = parser.parse(lines)
     slow = parser.parse([*lines, b"{not json"])  # one odd value: the whole batch takes the classifying path
-    assert [r.code for r in slow.rejections] == [parsing.INVALID_JSON] and fast.rejections == []
+    assert [r.code for r in slow.rejections] == [wire.INVALID_JSON] and fast.rejections == []
     np.testing.assert_array_equal(fast.index, slow.index)
     np.testing.assert_array_equal(fast.numeric, slow.numeric)
     for a, b in zip(fast.categories, slow.categories, strict=True):
@@ -53,8 +52,8 @@ def test_dictionary_encoded_categories_equal_the_classifying_path(kdd_path: Path
 def test_empty_category_is_still_rejected_on_the_dictionary_path(kdd_path: Path) -> None:
     lines = _lines(kdd_path, 0, 50)
     lines[3] = lines[3].replace(b",http,", b",  ,", 1)
-    batch = parsing.Parser(kdd99()).parse(lines)
-    assert [(r.index, r.code) for r in batch.rejections] == [(3, parsing.INVALID_VALUE)]
+    batch = wire.Parser(kdd99()).parse(lines)
+    assert [(r.index, r.code) for r in batch.rejections] == [(3, wire.INVALID_VALUE)]
     assert "service" in batch.rejections[0].detail and len(batch.index) == 49
 
 
@@ -87,7 +86,7 @@ def test_explanations_equal_the_per_cell_form(small_bundle: Path, kdd_path: Path
 
     bundle = load_bundle(small_bundle)
     stage = ScoreStage(bundle)
-    parsed = parsing.Parser(bundle.schema).parse(_lines(kdd_path, 0, 2000))  # normal and attack rows
+    parsed = wire.Parser(bundle.schema).parse(_lines(kdd_path, 0, 2000))  # normal and attack rows
     scored = stage.score(parsed)
     rows = np.flatnonzero(scored.scores > np.quantile(scored.scores, 0.9))
     cols = parsed.columns(rows)
@@ -101,7 +100,7 @@ def test_drift_counts_equal_per_feature_counting(small_bundle: Path, kdd_path: P
     profile = bundle.profile()
     assert profile is not None
     schema = bundle.schema
-    parsed = parsing.Parser(schema).parse(_lines(kdd_path, 0, 4000))
+    parsed = wire.Parser(schema).parse(_lines(kdd_path, 0, 4000))
     ids, _ = bundle.scorer().preprocessor.encode_category_columns(parsed.categories)
     monitor = DriftMonitor(profile, schema, DetectorMetrics(1.0), window=10_000)
     monitor.observe(parsed.numeric, ids)

@@ -12,7 +12,7 @@ from sklearn.metrics import roc_auc_score
 from core.decision import flagged_rows, is_anomalous
 from core.records import read_records
 from core.schema import RecordSchema
-from detector.parsing import INVALID_VALUE, Parser
+from core.wire import INVALID_VALUE, Parser
 from detector.scoring import ScoreStage
 from model.bundle import load_bundle
 from producer.source import SourceOptions, SourceStats, records

@@ -8,9 +8,9 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from core import wire
 from core.records import as_frame
 from core.schema import kdd99
-from detector import parsing
 
 FEATURES = kdd99().names
 
@@ -18,13 +18,13 @@ GOOD = ("0,tcp,http,SF,181,5450,0,0,0,0,0,1,0,0,0,0,0,0,0,0,0,0,8,8,0.00,0.00,0.
         "0.00,0.11,0.00,0.00,0.00,0.00,0.00")
 
 
-def accounted(values: list[bytes | None]) -> parsing.ParsedBatch:
-    batch = parsing.Parser(kdd99()).parse(values)
+def accounted(values: list[bytes | None]) -> wire.ParsedBatch:
+    batch = wire.Parser(kdd99()).parse(values)
     rejected = [r.index for r in batch.rejections]
     everything = sorted(batch.index.tolist() + rejected)
     assert everything == list(range(len(values))), "each input exactly once: parsed or rejected"
     assert len(batch.numeric) == len(batch.index) == len(batch.categories[0])
-    assert all(r.code in parsing.REASONS and r.detail for r in batch.rejections)
+    assert all(r.code in wire.REASONS and r.detail for r in batch.rejections)
     return batch
 
 
@@ -40,20 +40,20 @@ def test_good_csv_and_json_parse_to_the_same_row() -> None:
 def test_each_reason() -> None:
     fields = GOOD.split(",")
     cases = {
-        b"": parsing.EMPTY,
-        b"   ": parsing.EMPTY,
-        b"1" * 20_000: parsing.OVERSIZED,
-        b"1,2": parsing.FIELD_COUNT,
-        GOOD.replace("181", "x").encode(): parsing.INVALID_VALUE,
-        GOOD.replace("181", "inf").encode(): parsing.INVALID_VALUE,
-        GOOD.replace("5450", "-1").encode(): parsing.INVALID_VALUE,
-        GOOD.replace("tcp", "\udcff", 1).encode("utf-8", "surrogateescape"): parsing.NOT_UTF8,
-        b"[1,2,3]": parsing.FIELD_COUNT,
-        b"{}": parsing.INVALID_JSON,
-        b'{"a": [1]': parsing.INVALID_JSON,
-        json.dumps(dict(zip(FEATURES, fields, strict=True)) | {"count": None}).encode(): parsing.INVALID_JSON,
-        json.dumps(dict(zip(FEATURES, fields, strict=True)) | {"count": "NaN"}).encode(): parsing.INVALID_VALUE,
-        (GOOD + "\n" + GOOD).encode(): parsing.FIELD_COUNT,
+        b"": wire.EMPTY,
+        b"   ": wire.EMPTY,
+        b"1" * 20_000: wire.OVERSIZED,
+        b"1,2": wire.FIELD_COUNT,
+        GOOD.replace("181", "x").encode(): wire.INVALID_VALUE,
+        GOOD.replace("181", "inf").encode(): wire.INVALID_VALUE,
+        GOOD.replace("5450", "-1").encode(): wire.INVALID_VALUE,
+        GOOD.replace("tcp", "\udcff", 1).encode("utf-8", "surrogateescape"): wire.NOT_UTF8,
+        b"[1,2,3]": wire.FIELD_COUNT,
+        b"{}": wire.INVALID_JSON,
+        b'{"a": [1]': wire.INVALID_JSON,
+        json.dumps(dict(zip(FEATURES, fields, strict=True)) | {"count": None}).encode(): wire.INVALID_JSON,
+        json.dumps(dict(zip(FEATURES, fields, strict=True)) | {"count": "NaN"}).encode(): wire.INVALID_VALUE,
+        (GOOD + "\n" + GOOD).encode(): wire.FIELD_COUNT,
     }
     values = [GOOD.encode(), *cases]
     batch = accounted(values)
@@ -98,6 +98,31 @@ def test_trailing_line_breaks_and_whole_file_lines_are_records() -> None:
               (GOOD + ",smurf,21").encode(), (GOOD + ",a,b,c").encode(), (GOOD + "\r\n" + GOOD).encode()]
     batch = accounted(values)
     assert batch.index.tolist() == [0, 1, 2, 3] and batch.trimmed == 2
-    assert {r.index: r.code for r in batch.rejections} == {4: parsing.FIELD_COUNT, 5: parsing.FIELD_COUNT}
-    plain = parsing.Parser(kdd99()).parse([GOOD.encode()])
+    assert {r.index: r.code for r in batch.rejections} == {4: wire.FIELD_COUNT, 5: wire.FIELD_COUNT}
+    plain = wire.Parser(kdd99()).parse([GOOD.encode()])
     assert (batch.numeric == plain.numeric[0]).all()  # the same row each time: labels never reach scoring
+
+
+def test_the_envelope_round_trips_and_reads_foreign_messages() -> None:
+    """One codec for the producer, the detector, retraining and the test kit: key, value and headers."""
+    key, value, hdrs = wire.encode(7, b"row", "smurf.")
+    assert (key, value) == (b"7", b"row") and wire.record_id(hdrs, key) == "7" and wire.label(hdrs) == "smurf."
+    key, _, hdrs = wire.encode("abc", b"row")
+    assert wire.label(hdrs) is None and wire.record_id(hdrs, key) == "abc"
+    assert wire.record_id(None, b"from-key") == "from-key"  # another producer: the key alone
+    assert wire.record_id([], b"\xff\xfe") is None and wire.record_id(None, None) is None
+
+
+def test_retraining_reads_exactly_what_the_detector_reads() -> None:
+    """The three readers used to disagree (a CSV record carrying its label: scored by the detector, malformed to
+    retraining). Now retraining's topic reader is the detector's parser."""
+    from training.from_topic import _parse
+
+    fields = GOOD.split(",")
+    obj = json.dumps(dict(zip(kdd99().names, [float(f) if f.replace(".", "").isdigit() else f for f in fields],
+                              strict=True))).encode()
+    values = [GOOD.encode(), (GOOD + ",normal.").encode(), obj, b"garbage", b"", (GOOD + "\r\n").encode()]
+    detector = wire.Parser(kdd99()).parse_safe(values)
+    frame, positions = _parse(kdd99(), values)
+    assert sorted(positions.tolist()) == sorted(detector.index.tolist()) == [0, 1, 2, 5]
+    assert len(frame) == 4 and list(frame.columns) == list(kdd99().names)

@@ -1,9 +1,13 @@
-"""Parse stage: a micro-batch of raw Kafka values into typed feature rows, or reasons why not.
+"""The wire format of a connection record on Kafka, written once: encoding a record (key, value, headers) as the
+producer sends it, reading its id and label back from a message, and parsing a micro-batch of values into
+typed feature rows or reasons why not. The producer, the detector, retraining from a topic and the test kit
+all go through it, so they agree on what a record is (a CSV record that carries its label is one, for all).
 
 The producer sends either the CSV line without its label or a JSON object with the named fields (the
-record schema comes from the model bundle). Every value ends up in exactly one of two places: a parsed
-row, or a rejection with a bounded reason code (for metrics and the dead-letter header) and a detail
-(for the analyst reading the dead letter).
+record schema comes from the model bundle); the key and the ``record_id`` header carry the record's id,
+the ``label`` header its label when the source has one (evaluation only). Every value ends up in exactly one
+of two places: a parsed row, or a rejection with a bounded reason code (for metrics and the dead-letter
+header) and a detail (for the analyst reading the dead letter).
 
 Hot path: the batch is joined once and read by Arrow's CSV reader in one call, after checks over the
 whole batch (line breaks, sizes); Arrow itself refuses any row with the wrong field count. Only a batch
@@ -27,8 +31,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
+from core import headers as h
 from core.records import split_fields, typed_fields
 from core.schema import RecordSchema
+
+Header = tuple[str, bytes]
 
 # Bounded reason codes: metric label values and the ``dlq.reason`` header.
 EMPTY = "empty"
@@ -41,6 +48,36 @@ PARSER_ERROR = "parser_error"  # the parser itself failed on this value: a bug t
 REASONS = (EMPTY, OVERSIZED, NOT_UTF8, FIELD_COUNT, INVALID_VALUE, INVALID_JSON, PARSER_ERROR)
 
 log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------ envelope
+def encode(record_id: int | str, value: bytes, label: str | None = None) -> tuple[bytes, bytes, list[Header]]:
+    """A record as the producer sends it: (key, value, headers). The key is the record id (partitioning
+    keeps one source row on one partition across replays); ``label``, when given, travels as a header."""
+    key = str(record_id).encode()
+    out: list[Header] = [(h.RECORD_ID, key)]
+    if label is not None:
+        out.append((h.LABEL, label.encode()))
+    return key, value, out
+
+
+def record_id(headers: Sequence[tuple[str, bytes | None]] | None, key: bytes | None) -> str | None:
+    """A message's record id: its ``record_id`` header, else its key when that is text."""
+    found = h.header(headers, h.RECORD_ID)
+    if found is None and key is not None:
+        try:
+            return key.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return found
+
+
+def label(headers: Sequence[tuple[str, bytes | None]] | None) -> str | None:
+    """A message's label header (evaluation only), or None."""
+    return h.header(headers, h.LABEL)
+
+
+# -------------------------------------------------------------------------------------------- values
 
 
 @dataclasses.dataclass(frozen=True)
