@@ -59,6 +59,7 @@ class IncidentService:
         self.server: HealthServer | None = None
         self.restored = False
         self.last_input = time.monotonic()
+        self.pending: list[tuple[Any, float]] = []  # counter increments of the transaction in progress
 
     def ready(self) -> tuple[bool, str]:
         return (True, f"ready: {len(self.book.open)} open incidents") if self.restored else (False, "restoring")
@@ -167,12 +168,18 @@ class IncidentService:
         for incident_id in book.prune():
             changed.pop(incident_id, None)
             outputs.append((s.incident_topic, incident_id, None))
-            self.metrics.pruned.inc()
+            self._count(self.metrics.pruned)
         outputs += [self._record(inc) for inc in changed.values()]
         outputs += [self._rule_record(rule_id) for rule_id in sorted(rules | removed)]
         if changed or rules or removed:
             outputs.append((s.state, *state.budget_record(book)))
         return outputs
+
+    def _count(self, counter: Any, n: float = 1) -> None:
+        """Counters move when the transaction that did the work commits (:meth:`_commit`), so a scrape never
+        counts alerts that an aborted transaction will hand to the next instance."""
+        if n:
+            self.pending.append((counter, n))
 
     def _gauges(self) -> None:
         m, book = self.metrics, self.book
@@ -189,25 +196,25 @@ class IncidentService:
             alert = parse_alert(msg.value(), msg.timestamp()[1], at)
         except AlertError as exc:
             log.warning("unreadable alert at %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), exc)
-            m.unreadable.labels(reason=exc.reason).inc()
+            self._count(m.unreadable.labels(reason=exc.reason))
             return [self._dead_letter(msg, exc)]
         alert, clamped = clamp_future(alert, int(time.time() * 1000), int(self.settings.max_future_skew_s * 1000))
         if clamped:
-            m.future.inc()
+            self._count(m.future)
         filing = self.book.add(alert)
         rules |= filing.rules
-        m.alerts.inc(filing.filed)
-        m.over_verdict.inc(filing.over_verdict)
-        m.paged.inc(filing.paged)
-        m.crowded_out.inc(filing.crowded_out)
+        self._count(m.alerts, filing.filed)
+        self._count(m.over_verdict, filing.over_verdict)
+        self._count(m.paged, filing.paged)
+        self._count(m.crowded_out, filing.crowded_out)
         for inc in filing.changed:
             if inc.alerts == 1 and inc.incident_id not in changed:
-                m.opened.inc()
+                self._count(m.opened)
             changed[inc.incident_id] = inc
         return [self._suppressed(doc, rule_id) for doc, rule_id in filing.suppressed]
 
     def _suppressed(self, doc: dict[str, Any], rule_id: str) -> Output:
-        self.metrics.suppressed.inc()
+        self._count(self.metrics.suppressed)
         return self.settings.suppressed_topic, doc.get("record_id"), _json({**doc, "suppressed_by": rule_id})
 
     def _dead_letter(self, msg: Message, exc: AlertError) -> Output:
@@ -226,13 +233,13 @@ class IncidentService:
             verdict = VerdictDoc.parse(json.loads(msg.value() or b""))
         except (ValueError, RecursionError) as exc:
             log.warning("ignoring an unreadable verdict at offset %d: %s", msg.offset(), str(exc)[:300])
-            m.verdicts.labels(outcome="unreadable").inc()
+            self._count(m.verdicts.labels(outcome="unreadable"))
             return
         if verdict.verdict != BENIGN:
-            m.verdicts.labels(outcome="ignored").inc()
+            self._count(m.verdicts.labels(outcome="ignored"))
             return
         outcome, rule = self.book.mark_benign(verdict)
-        m.verdicts.labels(outcome=outcome).inc()
+        self._count(m.verdicts.labels(outcome=outcome))
         if outcome != "applied" or not isinstance(rule, Rule):
             log.warning("verdict on incident %s by %r not applied: %s", verdict.incident_id, verdict.analyst,
                         outcome)
@@ -245,7 +252,7 @@ class IncidentService:
 
     def _record(self, inc: Incident) -> Output:
         if inc.status == "closed":
-            self.metrics.closed.inc()
+            self._count(self.metrics.closed)
         return self.settings.incident_topic, inc.incident_id, _json(inc.to_dict())
 
     def _rule_record(self, rule_id: str) -> Output:
@@ -265,6 +272,9 @@ class IncidentService:
         except Exception as exc:
             # the in-memory book is ahead of Kafka now: only a restart (which restores from Kafka) is exact
             raise FatalError(f"incident transaction not committed ({exc}); restart to restore from Kafka") from exc
+        for counter, n in self.pending:
+            counter.inc(n)
+        self.pending.clear()
 
 
 _json = state.encode
