@@ -119,22 +119,24 @@ def test_hostile_messages_through_the_topic(kafka_bootstrap: str, make_topic: To
 def test_oversized_outputs_never_stop_the_detector(kafka_bootstrap: str, make_topic: TopicFactory,
                                                    small_bundle: Path, rows, tmp_path: Path) -> None:  # noqa: ANN001
     """The record that crash-looped a partition (a 170 KB label header of control characters: a 1 MB alert once
-    JSON-escaped), and a 990 KB unparseable value with 30 headers of 8 KB (a dead letter over the limit), between
-    good rows: the detector stays up, the first is alerted with its label cut, the second becomes an
-    output_too_large dead letter with its coordinates, and every good row is handled as before."""
+    JSON-escaped), and a 920 KB unparseable value with 10 headers of 8 KB (its dead letter, value kept whole, is
+    over the 900 KB output limit; the input itself is under the broker's 1 MB), between good rows: the detector
+    stays up, the first is alerted with its label cut, the second becomes an output_too_large dead letter with its
+    coordinates, and every good row is handled as before."""
     topic, alerts, dlq = make_topic("big-in", 1), make_topic("big-alerts", 1), make_topic("big-dlq", 1)
     good = good_lines(rows)[:500]
     producer = Producer({"bootstrap.servers": kafka_bootstrap, "message.max.bytes": 2_000_000})
+    errors: list[object] = []
     flagged, _ = offline_alert_ids(small_bundle, rows)
     attack = next(i for i, rid in enumerate(rows.record_ids) if int(rid) in flagged)  # a row the model alerts on
     hostile_label = [("record_id", b"label-bomb"), ("label", b"\x01" * 170_000)]
     producer.produce(topic, value=good_lines(rows)[attack].encode(), key=b"label-bomb", headers=hostile_label)
-    producer.produce(topic, value=b"\xff" * 990_000, key=b"huge",
-                     headers=[(f"h{i}", b"y" * 8_000) for i in range(30)])
+    producer.produce(topic, value=b"\xff" * 920_000, key=b"huge", headers=[(f"h{i}", b"y" * 8_000) for i in range(10)],
+                     on_delivery=lambda err, _m: errors.append(err) if err else None)
     for i, line in enumerate(good):
         producer.produce(topic, value=line.encode(), key=f"ok-{rows.record_ids[i]}".encode(),
                          headers=[("record_id", f"ok-{rows.record_ids[i]}".encode())])
-    assert producer.flush(60) == 0
+    assert producer.flush(60) == 0 and not errors, errors
     det = DetectorProcess(kafka_bootstrap, topic, alerts, small_bundle, dlq_topic=dlq, log_path=tmp_path / "d.log")
     with det:
         wait_until(lambda: det.total("detector_records_consumed_total") >= 2 + len(good), 180, "every record handled")
