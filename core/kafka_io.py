@@ -9,9 +9,11 @@ one of them waits out a full queue or treats a fatal consumer error is a fix for
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import numpy as np
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 log = logging.getLogger(__name__)
@@ -65,13 +67,24 @@ def produce(producer: Producer, topic: str, value: bytes | None, key: bytes | No
             producer.poll(0.05)
 
 
-def next_offsets(msgs: Iterable[Message]) -> list[TopicPartition]:
-    """What committing these messages writes: per topic and partition, the offset after the last one."""
-    out: dict[tuple[str, int], int] = {}
-    for m in msgs:
-        key = (m.topic(), m.partition())
-        out[key] = max(out.get(key, -1), m.offset() + 1)
-    return [TopicPartition(t, p, o) for (t, p), o in sorted(out.items())]
+def next_offsets(msgs: Sequence[Message]) -> list[TopicPartition]:
+    """What committing these messages writes: per topic and partition, the offset after the last one.
+
+    Over numpy arrays filled by C-level maps (the detector calls it for every batch): no Python per message
+    when the batch holds one topic."""
+    if not msgs:
+        return []
+    n = len(msgs)
+    parts = np.fromiter(map(Message.partition, msgs), dtype=np.int64, count=n)
+    offs = np.fromiter(map(Message.offset, msgs), dtype=np.int64, count=n)
+    topics = list(map(Message.topic, msgs))
+    names = sorted(set(topics))
+    out: list[TopicPartition] = []
+    for name in names:
+        mask = np.ones(n, dtype=bool) if len(names) == 1 else np.array([t == name for t in topics], dtype=bool)
+        p, o = parts[mask], offs[mask]
+        out += [TopicPartition(name, int(q), int(o[p == q].max()) + 1) for q in np.unique(p)]
+    return out
 
 
 def transaction(producer: Producer, consumer: Consumer, write: Callable[[], None],
@@ -87,31 +100,41 @@ def transaction(producer: Producer, consumer: Consumer, write: Callable[[], None
     producer.commit_transaction(timeout_s)
 
 
-def read_to_end(conf: dict[str, Any], topic: str, timeout_s: float = 30) -> list[Message]:
-    """Every committed record of ``topic`` from its low watermark to its end now, in offset order per
-    partition (read_committed: an aborted transaction's records never appear)."""
+def read_range(consumer: Consumer, topic: str, ranges: dict[int, tuple[int, int]], timeout_s: float = 300
+               ) -> list[Message]:
+    """The records of ``topic`` in ``[start, end)`` per partition, in offset order per partition.
+
+    With read_committed a transaction marker can hold the last offset: a partition is done once the consumer's
+    position passed its end, not only when a record at ``end - 1`` arrived. Raises ``TimeoutError`` naming the
+    partitions not read to their end in ``timeout_s``."""
+    todo = {p: end for p, (start, end) in ranges.items() if end > start}
+    consumer.assign([TopicPartition(topic, p, ranges[p][0]) for p in todo])
+    out: list[Message] = []
+    deadline = time.monotonic() + timeout_s
+    while todo:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{topic}: partitions {sorted(todo)} not read to their end within {timeout_s:.0f}s")
+        for msg in records(consumer.consume(5000, 0.5)):
+            p, o = msg.partition(), msg.offset()
+            if p not in todo or o >= todo[p]:
+                continue
+            out.append(msg)
+            if o >= todo[p] - 1:
+                del todo[p]
+        for tp in consumer.position([TopicPartition(topic, p) for p in list(todo)]):
+            if tp.offset >= todo.get(tp.partition, 0):
+                todo.pop(tp.partition, None)
+    return out
+
+
+def read_to_end(conf: dict[str, Any], topic: str, timeout_s: float = 300) -> list[Message]:
+    """Every committed record of ``topic`` from its low watermark to its end now (read_committed: an aborted
+    transaction's records never appear); what retention deleted is simply not there."""
     consumer = Consumer({**conf, "group.id": f"read-{topic}", "enable.auto.commit": False,
                         "isolation.level": "read_committed"})
     try:
-        md = consumer.list_topics(topic, timeout=timeout_s).topics[topic]
-        ends, starts = {}, {}
-        for p in md.partitions:
-            lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
-            if hi > lo:
-                ends[p], starts[p] = hi, lo
-        consumer.assign([TopicPartition(topic, p, starts[p]) for p in ends])
-        out: list[Message] = []
-        while ends:
-            for msg in consumer.consume(5000, 1.0):
-                if not usable(msg):
-                    continue
-                out.append(msg)
-                if msg.offset() >= ends.get(msg.partition(), 0) - 1:
-                    ends.pop(msg.partition(), None)
-            # a transaction marker can be the last offset: stop once the position passed the end
-            for tp in consumer.position([TopicPartition(topic, p) for p in list(ends)]):
-                if tp.offset >= ends.get(tp.partition, 0):
-                    ends.pop(tp.partition, None)
-        return out
+        md = consumer.list_topics(topic, timeout=30).topics[topic]
+        ranges = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30) for p in md.partitions}
+        return read_range(consumer, topic, ranges, timeout_s)
     finally:
         consumer.close()

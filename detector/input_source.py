@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from core.kafka_io import FatalError, records
+from core.kafka_io import FatalError, next_offsets, records
 from detector.metrics import DetectorMetrics
 
 __all__ = ["FatalError", "InputBatch", "InputSource"]  # FatalError: core's, raised here on a fatal consumer error
@@ -36,11 +36,8 @@ class InputBatch:
     def of(cls, records: list[Message]) -> InputBatch:
         # map over the C methods: no Python bytecode per record (this runs for every record consumed)
         partitions = np.fromiter(map(Message.partition, records), dtype=np.int64, count=len(records))
-        offsets = np.fromiter(map(Message.offset, records), dtype=np.int64, count=len(records))
-        topic = records[0].topic()  # one input topic per detector
         parts, counts = np.unique(partitions, return_counts=True)
-        commit = [TopicPartition(topic, int(p), int(offsets[partitions == p].max()) + 1) for p in parts]
-        return cls(records, topic, parts, counts, commit)
+        return cls(records, records[0].topic(), parts, counts, next_offsets(records))  # one input topic
 
     @property
     def values(self) -> list[bytes | None]:

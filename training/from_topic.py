@@ -14,7 +14,6 @@ import hashlib
 import json
 import logging
 import math
-import time
 import uuid
 from typing import Any
 
@@ -24,7 +23,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from core import wire
 from core.kafka import KafkaSettings, check_connection
-from core.kafka_io import records
+from core.kafka_io import read_range
 from core.records import Records, as_frame
 from core.schema import RecordSchema
 
@@ -71,22 +70,11 @@ def _ranges(consumer: Consumer, window: TopicWindow) -> dict[int, tuple[int, int
 
 
 def _read(consumer: Consumer, topic: str, ranges: dict[int, tuple[int, int]], timeout_s: float) -> _Read:
-    todo = {p: end for p, (start, end) in ranges.items() if end > start}
-    consumer.assign([TopicPartition(topic, p, ranges[p][0]) for p in todo])
     out = _Read()
-    deadline = time.monotonic() + timeout_s
-    while todo and time.monotonic() < deadline:
-        for msg in records(consumer.consume(5000, 0.5)):
-            p, o = msg.partition(), msg.offset()
-            if p not in todo or o >= todo[p]:
-                continue
-            out.values.append(msg.value() or b"")
-            out.coords.append((p, o))
-            out.labels.append(wire.label(msg.headers()))
-            if o >= todo[p] - 1:
-                del todo[p]
-    if todo:
-        raise TimeoutError(f"{topic}: partitions {sorted(todo)} not read to their end within {timeout_s:.0f}s")
+    for msg in read_range(consumer, topic, ranges, timeout_s):
+        out.values.append(msg.value() or b"")
+        out.coords.append((msg.partition(), msg.offset()))
+        out.labels.append(wire.label(msg.headers()))
     return out
 
 
