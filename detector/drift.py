@@ -34,7 +34,12 @@ class DriftMonitor:
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(np.intp)
         self.edges = [np.asarray(profile.edges[n], dtype=np.float64) for n in self.numeric]
         self.total = np.zeros(int(self.offsets[-1]), dtype=np.int64)
+        # the window is kept as at most ~64 buckets of counts, whatever the batch size: memory is bounded by the
+        # window in records, not by how many (small) batches filled it; the window slides a bucket at a time
+        self.bucket_rows = max(1, window // 64)
         self.batches: collections.deque[tuple[int, np.ndarray]] = collections.deque()
+        self.open_rows = 0
+        self.open_counts = np.zeros_like(self.total)
         self.rows = 0
         self.next_at = 0.0
 
@@ -52,9 +57,13 @@ class DriftMonitor:
         bins[k:] = category_ids.T
         bins += self.offsets[:-1, None]
         counts = np.bincount(bins.ravel(), minlength=len(self.total))  # every feature's bins in one pass
-        self.batches.append((n, counts))
         self.total += counts
         self.rows += n
+        self.open_counts += counts
+        self.open_rows += n
+        if self.open_rows >= self.bucket_rows:
+            self.batches.append((self.open_rows, self.open_counts))
+            self.open_rows, self.open_counts = 0, np.zeros_like(self.total)
         while self.batches and self.rows - self.batches[0][0] >= self.window:
             old_n, old = self.batches.popleft()
             self.total -= old

@@ -41,9 +41,10 @@ def load_live(path: Path, alert_topic: str, schema: RecordSchema | None = None, 
         in_force = bundle.threshold_for(target_fpr, threshold)
     except ValueError as exc:
         raise BundleError(f"{path}: {exc}") from exc
-    if schema is not None and bundle.schema.names != schema.names:
-        raise BundleError(f"{path}: its record schema {bundle.schema.name!r} has other features or another order "
-                          f"than the running model's {schema.name!r}; a detector serves one input format")
+    if schema is not None and bundle.schema != schema:
+        raise BundleError(f"{path}: its record schema {bundle.schema.name!r} differs from the running model's "
+                          f"{schema.name!r} (features, their order, kinds, value rules or label); a detector serves "
+                          "one input format: start a detector for the new one instead")
     scoring = ScoreStage(bundle)
     try:
         scoring.warm_up()

@@ -111,6 +111,37 @@ def test_drift_counts_equal_per_feature_counting(small_bundle: Path, kdd_path: P
     assert monitor.total.sum() == len(parsed.index) * schema.n_features
 
 
+def test_drift_window_memory_is_bounded_by_records_not_batches(small_bundle: Path, kdd_path: Path) -> None:
+    """Single-record batches used to keep one count vector each (50,000 for the default window); now the window is
+    at most ~64 buckets, and it still slides: it never holds much more than the window in records."""
+    bundle = load_bundle(small_bundle)
+    profile = bundle.profile()
+    assert profile is not None
+    parsed = wire.Parser(bundle.schema).parse(_lines(kdd_path, 0, 3000))
+    ids, _ = bundle.scorer().preprocessor.encode_category_columns(parsed.categories)
+    monitor = DriftMonitor(profile, bundle.schema, DetectorMetrics(1.0), window=1_000)
+    for i in range(len(parsed.index)):
+        monitor.observe(parsed.numeric[i : i + 1], ids[i : i + 1])
+        assert len(monitor.batches) <= 1_000 // monitor.bucket_rows + 2  # about 64, whatever the batch size
+        assert monitor.rows <= 1_000 + monitor.bucket_rows
+    assert monitor.total.sum() == monitor.rows * bundle.schema.n_features
+
+
+def test_a_hot_swap_to_a_bundle_of_another_schema_is_refused(small_bundle: Path) -> None:
+    """Same feature names, another value rule: refused like a corrupt bundle, the running model stays."""
+    import dataclasses
+
+    from detector.live_model import load_live
+    from model.bundle import BundleError
+
+    running = load_bundle(small_bundle).schema
+    other = dataclasses.replace(running, label=dataclasses.replace(running.label, normal="benign"))
+    assert other.names == running.names
+    with pytest.raises(BundleError, match="differs from the running model"):
+        load_live(small_bundle, "alerts", other)
+    assert load_live(small_bundle, "alerts", running).bundle.schema == running
+
+
 class _Msg:
     def __init__(self, headers: list[tuple[str, bytes]] | None) -> None:
         self._headers = headers
