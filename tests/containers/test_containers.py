@@ -203,9 +203,9 @@ def test_compose_stack_runs_alerts_and_is_scraped(engine: Engine, images: dict[s
                  "alerts on the stack's alert topic")
         wait_until(lambda: prometheus_target_up(ports["prometheus"], "kdd-detector"), 120,
                    "Prometheus scraping the detector (target up)")
-        assert prometheus_target_up(ports["prometheus"], "kdd-producer")
-        wait_until(lambda: prometheus_target_up(ports["prometheus"], "kdd-incidents"), 120,
-                   "Prometheus scraping the incident service (target up)")
+        for job, container in (("kdd-producer", "producer"), ("kdd-incidents", "incidents")):
+            wait_for(engine, f"{project}_{container}_1", lambda job=job: prometheus_target_up(ports["prometheus"], job),
+                     120, f"Prometheus scraping {job} (target up)")
     finally:
         compose(engine, project, env, "down", "--volumes", "--timeout", "10", check=False)
     left = engine.text("ps", "--all", "--filter", f"name={project}", "--format", "{{.Names}}")
