@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import heapq
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -71,6 +72,13 @@ class Budget:
         return {"line": self.line, "pages": self.pages, "minute": self.minute, "filed": self.filed}
 
     def restore(self, raw: dict[str, Any]) -> None:
-        self.line = max(self.floor, float(raw["line"]))
-        self.pages = [int(t) for t in raw["pages"]][-self.per_hour:]
-        self.minute, self.filed = int(raw["minute"]), int(raw["filed"])
+        """From the state record; raises ValueError/KeyError/TypeError on another shape (nothing is changed then)."""
+        line = float(raw["line"])
+        pages, minute, filed = raw["pages"], raw["minute"], raw["filed"]
+        numbers = [*pages, minute, filed] if isinstance(pages, list) else None
+        if numbers is None or not math.isfinite(line) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and abs(v) < 2**63 for v in numbers):
+            raise ValueError("a budget record holds a finite line and integer pages, minute and filed")
+        self.line = max(self.floor, line)
+        self.pages = [int(t) for t in pages][-self.per_hour:]
+        self.minute, self.filed = int(minute), int(filed)

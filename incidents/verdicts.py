@@ -87,6 +87,15 @@ def rate_upper_bound(alerts: int) -> float:
     return n * (1.0 - 1.0 / (9.0 * n) + 2.326 / (3.0 * math.sqrt(n))) ** 3
 
 
+def _int(raw: dict[str, Any], name: str) -> int:
+    """An integer field of a state record: finite, within 64 bits (``int(1e400)`` would raise OverflowError)."""
+    value = raw[name]
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
+            or abs(value) >= 2**63:
+        raise ValueError(f"{name} must be a finite integer, got {value!r:.40}")
+    return int(value)
+
+
 def allowance_for(alerts: int, span_ms: int, margin: float) -> int:
     """Alerts per window a verdict covers: the upper bound of the incident's rate per minute (its alerts over
     its span, a span under a minute counted as a minute) times the margin."""
@@ -135,9 +144,24 @@ class Rule:
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Rule:
-        fields = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in fields} | {"kind": tuple(raw["kind"]),
-                                                                       "held": list(raw.get("held", []))})
+        """A rule from its state record, every field checked (a forged record must fail here, at restore, where it
+        is skipped and counted, not later inside the loop); raises ValueError, KeyError or TypeError."""
+        held = raw.get("held", [])
+        if not isinstance(held, list) or len(held) > HOLD_MAX or not all(
+                isinstance(e, dict) and isinstance(e.get("alert"), dict) for e in held):
+            raise ValueError(f"held must be a list of at most {HOLD_MAX} held alerts")
+        kind = raw["kind"]
+        if not isinstance(kind, list) or not all(isinstance(k, str) for k in kind):
+            raise ValueError("kind must be a list of strings")
+        max_severity = float(raw["max_severity"])
+        if not math.isfinite(max_severity):
+            raise ValueError("max_severity must be finite")
+        return cls(str(raw["verdict_id"]), tuple(kind), max_severity, _int(raw, "until_ms"),
+                   min(MAX_ALLOWANCE, max(1, _int(raw, "allowance"))), _int(raw, "decided_ms"),
+                   str(raw["analyst"])[:MAX_TEXT], str(raw["note"])[:MAX_TEXT], _int(raw, "window_start"),
+                   _int(raw, "seen"), bool(raw["broken"]),
+                   [{"alert": e["alert"], "event_ms": _int(e, "event_ms")} for e in held],
+                   _int(raw, "suppressed"), _int(raw, "broke_through"))
 
     def audit(self) -> dict[str, Any]:
         """Who, when, why and what it covers (no held alerts): for listings and logs."""

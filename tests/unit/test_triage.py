@@ -287,3 +287,68 @@ def test_a_flood_of_random_signatures_keeps_the_book_bounded() -> None:
         busy.add(alert_from_doc(doc(i, T0 + 2 * i, service="busy"), 0))
         busy.add(alert_from_doc(doc(100 + i, T0 + 2 * i + 1, service=f"new-{i}"), 0))
     assert any(sig[1] == "busy" for sig in busy.open)
+
+
+_json = st.recursive(st.none() | st.booleans() | st.integers(min_value=-2**70, max_value=2**70)
+                     | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=12),
+                     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner,
+                                                                                 max_size=5), max_leaves=20)
+
+
+def _good_rule_record() -> dict[str, Any]:
+    from incidents import state
+
+    book = IncidentBook(gap_ms=300_000)
+    book.add(alert_from_doc(doc(0, T0), 0))
+    first = next(iter(book.incidents))
+    book.mark_benign(VerdictDoc(first, T0 + HOUR_MS, T0, "ann", "why"))
+    book.add(alert_from_doc(doc(1, T0 + 5), 0))  # held
+    return json.loads(state.rule_record(book, first)[1] or b"")
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(["verdict_id", "kind", "max_severity", "until_ms", "allowance", "decided_ms", "analyst",
+                        "note", "window_start", "seen", "broken", "held", "suppressed", "broke_through", "line",
+                        "pages", "minute", "filed"]), _json)
+def test_a_forged_state_record_is_refused_at_restore_or_works_afterwards(field: str, value: Any) -> None:
+    """Any one field of a rule or budget record replaced by any JSON value (1e400, NaN, lists, strings...): the
+    restore refuses it with an error the service skips and counts, or the restored book files alerts as usual.
+    Never an OverflowError at start, never a crash later inside the loop."""
+    from incidents import state
+    from incidents.service import BAD_STATE
+
+    rule = _good_rule_record()
+    budget = {"schema": state.STATE_SCHEMA, "type": "budget",
+              "budget": {"line": 2.0, "pages": [T0], "minute": 1, "filed": 3}}
+    for record in (rule, budget):
+        body = record["rule"] if record["type"] == "rule" else record["budget"]
+        if field not in body:
+            continue
+        body[field] = value
+        book = IncidentBook(gap_ms=300_000)
+        try:
+            state.apply(book, json.dumps(record).encode())
+        except BAD_STATE:
+            continue
+        for i in range(30):  # the kind of the rule, then time moves on: holds, breaks, settles
+            book.add(alert_from_doc(doc(10 + i, T0 + 10 + i * 1_000), 0))
+        book.stream_ms = T0 + 2 * HOUR_MS
+        book.settle_rules()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.sampled_from(["first_seen_ms", "last_seen_ms", "alerts", "minute", "peak_per_min", "priority", "triage",
+                        "signature", "kind", "features", "labels", "sample", "rarity", "status"]), _json)
+def test_a_forged_incident_record_is_refused_at_restore_or_restores(field: str, value: Any) -> None:
+    from incidents.book import Incident
+    from incidents.service import BAD_STATE
+
+    book = IncidentBook(gap_ms=300_000)
+    book.add(alert_from_doc(doc(0, T0), 0))
+    record = next(iter(book.incidents.values())).to_dict()
+    record[field] = value
+    try:
+        incident = Incident.from_dict(json.loads(json.dumps(record)))
+    except BAD_STATE:
+        return
+    json.dumps(incident.to_dict())  # what the service writes back stays JSON
