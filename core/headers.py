@@ -8,6 +8,7 @@ Dead letters keep their reason and source coordinates in ``dlq.*`` headers.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 RECORD_ID = "record_id"
 LABEL = "label"
@@ -20,6 +21,14 @@ DLQ_SOURCE_PARTITION = "dlq.source.partition"
 DLQ_SOURCE_OFFSET = "dlq.source.offset"
 DLQ_ORIGINAL_REASON = "dlq.original_reason"  # an output_too_large dead letter: what the output was for
 DLQ_HEADERS_CUT = "dlq.headers_cut"  # input headers a dead letter dropped or truncated to stay bounded
+
+
+def dead_letter_headers(msg: Any, reason: str, detail: str) -> list[tuple[str, bytes]]:
+    """Why a consumed record became a dead letter and where it came from: every service's dead letters carry
+    the same ``dlq.*`` headers, so one replay tool reads them all (the detail is capped at 1,000 bytes)."""
+    return [(DLQ_REASON, reason.encode()), (DLQ_DETAIL, detail.encode("utf-8", "replace")[:1000]),
+            (DLQ_SOURCE_TOPIC, str(msg.topic()).encode()), (DLQ_SOURCE_PARTITION, str(msg.partition()).encode()),
+            (DLQ_SOURCE_OFFSET, str(msg.offset()).encode())]
 
 
 def header(headers: Sequence[tuple[str, bytes | None]] | None, name: str) -> str | None:

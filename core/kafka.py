@@ -134,6 +134,46 @@ def explain_auth_error(client_config: dict[str, Any], err: KafkaError) -> str:
             f"{client_config.get('sasl.username')!r} the ACLs listed in the README.")
 
 
+AUTHORIZATION_ERRORS = frozenset({KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED,
+                                  KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+                                  KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED})
+Role = Literal["consumer", "producer", "admin"]
+
+
+class AccessDenied(KafkaConnectError):
+    """The cluster knows who we are, and an ACL forbids what we need. Waiting cannot help (an operator must
+    grant it), so services exit 3 at once with the operation and resource to grant, not after a timeout."""
+
+
+def is_authorization_error(err: KafkaError) -> bool:
+    return err.code() in AUTHORIZATION_ERRORS
+
+
+def access_denied(client_config: dict[str, Any], err: KafkaError, role: Role, topic: str | None = None
+                  ) -> AccessDenied:
+    """The denial as an operator reads it: which operation on which resource, for which principal, and the
+    ``kafka-acls.sh`` line that grants it. The role says what the request was (a consumer reads a topic, a
+    producer writes it, an admin creates it); the client's own settings name the group and transactional id."""
+    code = err.code()
+    if code == KafkaError.GROUP_AUTHORIZATION_FAILED:
+        group = client_config.get("group.id", "?")
+        operation, resource, flag = "READ", f"group {group!r}", f"--group {group}"
+    elif code == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED:
+        tid = client_config.get("transactional.id", "?")
+        operation, resource, flag = "WRITE", f"transactional-id {tid!r}", f"--transactional-id {tid}"
+    elif code == KafkaError.CLUSTER_AUTHORIZATION_FAILED:
+        operation = "CREATE" if role == "admin" else "IDEMPOTENT_WRITE"
+        resource, flag = "the cluster", "--cluster"
+    else:
+        operation = {"consumer": "READ", "producer": "WRITE", "admin": "CREATE"}[role]
+        resource, flag = f"topic {topic!r}", f"--topic {topic}"
+    user = client_config.get("sasl.username") or "ANONYMOUS"
+    return AccessDenied(
+        f"Kafka at {client_config.get('bootstrap.servers')} denied {operation} on {resource} to principal "
+        f"User:{user} ({err.name()}). Grant it (kafka-acls.sh --bootstrap-server ... --add --allow-principal "
+        f"User:{user} --operation {operation} {flag}); the README's ACL table lists what each service needs.")
+
+
 def admin_config(client_config: dict[str, Any]) -> dict[str, Any]:
     """The subset of client settings an AdminClient accepts (no producer/consumer-only keys)."""
     return {k: v for k, v in client_config.items() if not k.startswith(("enable.", "acks"))}
@@ -170,10 +210,13 @@ def check_connection(client_config: dict[str, Any], timeout_s: float) -> Cluster
 
 
 def ensure_topic(client_config: dict[str, Any], topic: str, partitions: int, replication: int,
-                 metadata: ClusterMetadata | None = None, config: dict[str, str] | None = None) -> None:
+                 metadata: ClusterMetadata | None = None, config: dict[str, str] | None = None,
+                 needs: str = "WRITE") -> None:
     """Create ``topic`` when missing; an existing topic is used as it is.
 
     ``metadata`` (e.g. what :func:`check_connection` returned) saves listing the cluster again at start-up.
+    ``needs`` is what the service does with the topic ("READ", "WRITE"): on a cluster with ACLs a topic the
+    principal may not use is invisible to it, so a denied creation names that grant as well as CREATE.
     """
     admin = AdminClient(admin_config(client_config))
     md = metadata if metadata is not None else admin.list_topics(timeout=30)
@@ -185,5 +228,15 @@ def ensure_topic(client_config: dict[str, Any], topic: str, partitions: int, rep
         fut.result(timeout=60)
         log.info("created topic %s (%d partitions, replication %d)", topic, partitions, replication)
     except KafkaException as exc:
-        if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+        err = exc.args[0]
+        if is_authorization_error(err):  # not visible to us (no ACL on it) and we may not create it
+            user = client_config.get("sasl.username") or "ANONYMOUS"
+            ops = " and ".join(f"--operation {op}" for op in needs.split())
+            raise AccessDenied(
+                f"Kafka at {client_config.get('bootstrap.servers')}: topic {topic!r} is not visible to User:{user} "
+                f"and creating it was denied ({err.name()}). If it exists, grant {needs} on it (kafka-acls.sh "
+                f"--bootstrap-server ... --add --allow-principal User:{user} {ops} --topic {topic}); if not, create "
+                f"it, or grant --operation CREATE --topic {topic}. The README's ACL table lists what each service "
+                "needs.") from None
+        if err.code() != KafkaError.TOPIC_ALREADY_EXISTS:
             raise

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
+from core.kafka import access_denied, is_authorization_error
+
 log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
@@ -26,25 +28,35 @@ class FatalError(RuntimeError):
     commit): the service exits and its supervisor restarts it, which restores state from Kafka."""
 
 
-def usable(msg: Message) -> bool:
+def usable(msg: Message, conf: dict[str, Any] | None = None, *, uses_group: bool = True) -> bool:
     """Whether a consumed message is a record: end-of-partition events are skipped, transient errors logged
-    and skipped (librdkafka retries them), a fatal one raises :class:`FatalError`."""
+    and skipped (librdkafka retries them), a fatal one raises :class:`FatalError`, and a denied read (the group
+    or the topic) raises ``AccessDenied`` naming what to grant, from the consumer's settings ``conf``.
+
+    A reader that assigns partitions itself (``uses_group=False``) still has a ``group.id`` (librdkafka insists)
+    and librdkafka looks up its coordinator; a denial of that group is no concern of a reader that never joins
+    or commits, so it is skipped."""
     err = msg.error()
     if err is None:
         return True
     if err.code() != KafkaError._PARTITION_EOF:
+        if err.code() == KafkaError.GROUP_AUTHORIZATION_FAILED and not uses_group:
+            log.debug("assigned reader: %s (no group is used)", err)
+            return False
+        if is_authorization_error(err):
+            raise access_denied(conf or {}, err, "consumer", msg.topic())
         if err.fatal():
             raise FatalError(f"consumer: {err}")
         log.warning("consumer error: %s", err)
     return False
 
 
-def records(msgs: list[Message]) -> list[Message]:
+def records(msgs: list[Message], conf: dict[str, Any] | None = None, *, uses_group: bool = True) -> list[Message]:
     """The records among a consume() result (see :func:`usable`); the common all-good batch costs no Python
     per message."""
     if not any(map(Message.error, msgs)):
         return msgs
-    return [m for m in msgs if usable(m)]
+    return [m for m in msgs if usable(m, conf, uses_group=uses_group)]
 
 
 def produce(producer: Producer, topic: str, value: bytes | None, key: bytes | None = None,
@@ -100,8 +112,8 @@ def transaction(producer: Producer, consumer: Consumer, write: Callable[[], None
     producer.commit_transaction(timeout_s)
 
 
-def read_range(consumer: Consumer, topic: str, ranges: dict[int, tuple[int, int]], timeout_s: float = 300
-               ) -> list[Message]:
+def read_range(consumer: Consumer, topic: str, ranges: dict[int, tuple[int, int]], timeout_s: float = 300,
+               conf: dict[str, Any] | None = None) -> list[Message]:
     """The records of ``topic`` in ``[start, end)`` per partition, in offset order per partition.
 
     With read_committed a transaction marker can hold the last offset: a partition is done once the consumer's
@@ -114,7 +126,7 @@ def read_range(consumer: Consumer, topic: str, ranges: dict[int, tuple[int, int]
     while todo:
         if time.monotonic() > deadline:
             raise TimeoutError(f"{topic}: partitions {sorted(todo)} not read to their end within {timeout_s:.0f}s")
-        for msg in records(consumer.consume(5000, 0.5)):
+        for msg in records(consumer.consume(5000, 0.5), conf, uses_group=False):
             p, o = msg.partition(), msg.offset()
             if p not in todo or o >= todo[p]:
                 continue
@@ -134,7 +146,9 @@ def read_to_end(conf: dict[str, Any], topic: str, timeout_s: float = 300) -> lis
                         "isolation.level": "read_committed"})
     try:
         md = consumer.list_topics(topic, timeout=30).topics[topic]
+        if md.error is not None and is_authorization_error(md.error):
+            raise access_denied(conf, md.error, "consumer", topic)
         ranges = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30) for p in md.partitions}
-        return read_range(consumer, topic, ranges, timeout_s)
+        return read_range(consumer, topic, ranges, timeout_s, conf)
     finally:
         consumer.close()

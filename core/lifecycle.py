@@ -1,6 +1,6 @@
 """Running a long-lived service from its CLI: stop on SIGTERM/SIGINT, and exit codes that mean something.
 
-0 clean stop; 1 a fatal runtime error (restart it: state lives in Kafka); 3 Kafka unreachable or the
+0 clean stop; 1 a fatal runtime error (restart it: state lives in Kafka); 3 Kafka unreachable, an ACL denied, or the
 credentials rejected. Shared by the detector and the incident service, so they stop and fail alike.
 SIGUSR1 writes every thread's Python stack to stderr (``faulthandler``, which works even while the main
 thread is stuck in a C call): what to look at when a service does not stop on SIGTERM.

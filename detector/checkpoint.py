@@ -6,7 +6,10 @@ acknowledgements arrive while the next one is scored, so at most two batches are
 Exactly-once: outputs and input offsets go in one Kafka transaction.
 
 When outputs cannot be written, both retry the same batch with backoff and the loop reads nothing more:
-memory stays bounded by one batch, nothing is dropped, and it resumes when the broker does. Counters move
+memory stays bounded by one batch, nothing is dropped, and it resumes when the broker does. While it waits,
+the consumer keeps polling with its partitions paused, so an outage longer than ``max.poll.interval.ms``
+does not evict it from the group (an evicted member's commits fail and its partitions move). A denied write
+(an ACL) is not an outage: it ends the process with exit 3 and the grant it needs. Counters move
 (``on_done``) only when a batch is committed, so a clean run counts each record once.
 """
 
@@ -22,6 +25,7 @@ from typing import Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from core.kafka import is_authorization_error
 from core.kafka_io import FatalError, transaction
 from detector.delivery import OutputWriter
 from detector.metrics import DetectorMetrics
@@ -55,15 +59,21 @@ class _Inflight:
     on_done: Done
     failed: list[OutMessage] = dataclasses.field(default_factory=list)
     errors: Counter[str] = dataclasses.field(default_factory=Counter)
+    denied: tuple[KafkaError, str] | None = None  # an ACL refused a write: (the error, the topic)
 
 
 class _Retrying:
-    """Shared by both guarantees: the pause flag, the retry counter and the backoff."""
+    """Shared by both guarantees: the pause flag, the retry counter, the backoff, and the consumer kept in its
+    group while outputs are retried."""
 
-    def __init__(self, metrics: DetectorMetrics, stop: threading.Event, backoff_max_s: float) -> None:
+    def __init__(self, consumer: Consumer, metrics: DetectorMetrics, stop: threading.Event,
+                 backoff_max_s: float) -> None:
+        self.consumer = consumer
         self.metrics = metrics
         self.stop = stop
         self.backoff_max_s = backoff_max_s
+        self.waiting = False  # inside a retry: rebalance callbacks must not start another commit
+        self.revoked_while_waiting = False
 
     def retrying(self) -> None:
         """Outputs failed: input is paused until they go through, and the retry is counted (before any wait)."""
@@ -71,18 +81,48 @@ class _Retrying:
         self.metrics.produce_retries.inc()
 
     def wait(self, backoff: float) -> float | None:
-        """Sleep ``backoff``; the next backoff, or None when shutting down."""
-        if self.stop.wait(backoff):
-            return None
+        """Wait ``backoff`` seconds polling the group; the next backoff, or None when shutting down."""
+        deadline = time.monotonic() + backoff
+        while (left := deadline - time.monotonic()) > 0:
+            if self.stop.wait(min(left, 1.0)):
+                return None
+            self.keep_alive()
         return min(backoff * 2, self.backoff_max_s)
+
+    def keep_alive(self) -> None:
+        """Poll the consumer with every assigned partition paused: it stays a member of its group (librdkafka
+        evicts one that does not poll within ``max.poll.interval.ms``) and reads nothing. A record that still
+        arrives (from a partition assigned during this very poll) is rewound, so nothing is skipped."""
+        consumer = self.consumer
+        self.waiting = True
+        try:
+            consumer.pause(consumer.assignment())
+            first: dict[tuple[str, int], int] = {}
+            for msg in consumer.consume(num_messages=1000, timeout=0):
+                if msg.error() is None:
+                    first.setdefault((msg.topic(), msg.partition()), msg.offset())
+            for (topic, partition), offset in first.items():
+                consumer.seek(TopicPartition(topic, partition, offset))
+            consumer.pause(consumer.assignment())
+        except KafkaException as exc:
+            log.warning("polling the group during an output outage: %s", exc)
+        finally:
+            self.waiting = False
+
+    def resume(self) -> None:
+        """Outputs go through again: read on."""
+        self.metrics.paused.set(0)
+        try:
+            self.consumer.resume(self.consumer.assignment())
+        except KafkaException as exc:
+            log.warning("resuming input: %s", exc)
 
 
 class AtLeastOnce(_Retrying):
     def __init__(self, consumer: Consumer, producer: Producer, writer: OutputWriter, metrics: DetectorMetrics,
                  stop: threading.Event, backoff_max_s: float, in_batch: Callable[[], bool],
                  assigned: Callable[[], set[tuple[str, int]]]) -> None:
-        super().__init__(metrics, stop, backoff_max_s)
-        self.consumer = consumer
+        super().__init__(consumer, metrics, stop, backoff_max_s)
         self.producer = producer
         self.writer = writer
         self.in_batch = in_batch
@@ -102,8 +142,9 @@ class AtLeastOnce(_Retrying):
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Every finished batch is committed here; a batch is never half-done because rebalance callbacks
-        # run inside consume(), between batches.
-        if self.in_batch():
+        # run inside consume(), between batches. During an output outage (keep_alive) the batch in flight
+        # commits when it is delivered; a commit for a partition that moved only re-delivers records there.
+        if self.in_batch() or self.waiting:
             return
         self._complete_inflight()
         revoked = {(p.topic, p.partition) for p in partitions}
@@ -131,6 +172,8 @@ class AtLeastOnce(_Retrying):
             if err is None:
                 self.writer.acked(out, self.writer.now())
             else:
+                if is_authorization_error(err):
+                    batch.denied = (err, out.topic)
                 batch.failed.append(self.writer.replacement(out, err) or out)
                 batch.errors[err.name()] += 1
 
@@ -153,6 +196,9 @@ class AtLeastOnce(_Retrying):
             while self.producer.flush(1.0) > 0:
                 if self.stop.is_set() and paused:
                     return False
+                self.keep_alive()  # deliveries still being retried by the client (up to message.timeout.ms)
+            if batch.denied is not None:
+                raise self.writer.denied(*batch.denied)
             if not batch.failed:
                 break
             paused = True
@@ -163,9 +209,9 @@ class AtLeastOnce(_Retrying):
             if backoff is None:
                 return False
             retry = self._send(batch.failed, batch.offsets, batch.on_done)  # its callbacks fill retry.failed
-            batch = dataclasses.replace(batch, failed=retry.failed, errors=retry.errors)
+            batch = dataclasses.replace(batch, failed=retry.failed, errors=retry.errors, denied=retry.denied)
         if paused:
-            self.metrics.paused.set(0)
+            self.resume()
             log.info("outputs delivered again; resuming input")
         self._commit(batch.offsets)
         batch.on_done()
@@ -189,11 +235,15 @@ class AtLeastOnce(_Retrying):
 class ExactlyOnce(_Retrying):
     def __init__(self, consumer: Consumer, producer: Producer, writer: OutputWriter, metrics: DetectorMetrics,
                  stop: threading.Event, backoff_max_s: float) -> None:
-        super().__init__(metrics, stop, backoff_max_s)
-        self.consumer = consumer
+        super().__init__(consumer, metrics, stop, backoff_max_s)
         self.producer = producer
         self.writer = writer
-        producer.init_transactions(60)
+        try:
+            producer.init_transactions(60)
+        except KafkaException as exc:
+            if is_authorization_error(exc.args[0]):
+                raise writer.denied(exc.args[0], None) from None
+            raise
 
     def commit(self, outputs: list[OutMessage], offsets: list[TopicPartition], on_done: Done) -> tuple[float, float]:
         t0 = time.perf_counter()
@@ -205,7 +255,11 @@ class ExactlyOnce(_Retrying):
         return None  # every batch commits inside commit()
 
     def on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        return None  # committed transactions hold the offsets; an open one is never left between batches
+        # committed transactions hold the offsets; an open one is never left between batches. Partitions that
+        # move while a transaction is retried (keep_alive) end that batch: its records belong to the new owner,
+        # who reads them from the committed offsets, and committing ours too would score them twice.
+        if self.waiting:
+            self.revoked_while_waiting = True
 
     def close(self) -> None:
         return None
@@ -213,12 +267,17 @@ class ExactlyOnce(_Retrying):
     def _transaction(self, outputs: list[OutMessage], offsets: list[TopicPartition]) -> bool:
         backoff: float | None = 0.1
         retried = False
+        self.revoked_while_waiting = False
         while backoff is not None:
             acked: list[OutMessage] = []
+            denied: list[tuple[KafkaError, str]] = []
 
-            def on_delivery(err: KafkaError | None, out: OutMessage, acked: list[OutMessage] = acked) -> None:
+            def on_delivery(err: KafkaError | None, out: OutMessage, acked: list[OutMessage] = acked,
+                            denied: list[tuple[KafkaError, str]] = denied) -> None:
                 if err is None:
                     acked.append(out)
+                elif is_authorization_error(err):
+                    denied.append((err, out.topic))
 
             try:
                 transaction(self.producer, self.consumer, lambda: self.writer.produce_all(outputs, on_delivery),
@@ -227,10 +286,12 @@ class ExactlyOnce(_Retrying):
                 for done in acked:
                     self.writer.acked(done, now)
                 if retried:
-                    self.metrics.paused.set(0)
+                    self.resume()
                 return True
             except KafkaException as exc:
                 err = exc.args[0]
+                if denied or is_authorization_error(err):
+                    raise self.writer.denied(*(denied[0] if denied else (err, None))) from None
                 if err.fatal() or not (err.retriable() or err.txn_requires_abort()):
                     raise FatalError(f"transaction failed: {err}") from exc
                 log.warning("transaction not committed (%s); aborting and retrying in %.1fs", err, backoff)
@@ -241,4 +302,9 @@ class ExactlyOnce(_Retrying):
                     log.warning("abort_transaction: %s", abort_exc)
                 retried = True
                 backoff = self.wait(backoff)
+                if self.revoked_while_waiting:
+                    log.warning("partitions moved while the transaction was retried: the batch is left to their "
+                                "new owner (nothing of it was committed)")
+                    self.resume()
+                    return False
         return False

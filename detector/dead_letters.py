@@ -16,13 +16,7 @@ from detector.outputs import OutMessage, cap_headers
 
 
 def build_dead_letter(msg: Any, topic: str, reason: str, detail: str) -> OutMessage:
-    headers: list[tuple[str, bytes]] = [
-        (h.DLQ_REASON, reason.encode()),
-        (h.DLQ_DETAIL, detail.encode("utf-8", "replace")[:1000]),
-        (h.DLQ_SOURCE_TOPIC, str(msg.topic()).encode()),
-        (h.DLQ_SOURCE_PARTITION, str(msg.partition()).encode()),
-        (h.DLQ_SOURCE_OFFSET, str(msg.offset()).encode()),
-    ]
+    headers = h.dead_letter_headers(msg, reason, detail)
     copied, cut = cap_headers([(k, v) for k, v in (msg.headers() or [])
                                if v is not None and not k.startswith(h.DLQ_PREFIX)])
     headers += copied

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
+from core.kafka import AccessDenied, access_denied
 from core.kafka_io import produce
 from detector.metrics import DetectorMetrics
 from detector.outputs import DEFAULT_MAX_OUTPUT_BYTES, OUTPUT_TOO_LARGE, OutMessage, bounded, too_large
@@ -19,8 +21,9 @@ PER_MESSAGE_ERRORS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALI
 
 class OutputWriter:
     def __init__(self, producer: Producer, metrics: DetectorMetrics, dead_letter_topic: str,
-                 max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES) -> None:
+                 max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES, conf: dict[str, Any] | None = None) -> None:
         self.producer = producer
+        self.conf = conf or {}  # the clients' settings (user, group, transactional id): named in a denial
         self.metrics = metrics
         self.dead_letter_topic = dead_letter_topic
         self.max_output_bytes = max_output_bytes
@@ -51,6 +54,10 @@ class OutputWriter:
             return None
         self.metrics.too_large.labels(kind=out.kind).inc()
         return too_large(out, self.dead_letter_topic, self.max_output_bytes, f"the broker refused it: {err.str()}")
+
+    def denied(self, err: KafkaError, topic: str | None) -> AccessDenied:
+        """A write an ACL refused: exit 3 naming the grant, since retrying cannot succeed."""
+        return access_denied(self.conf, err, "producer", topic)
 
     def acked(self, out: OutMessage, now: float) -> None:
         """An output the broker acknowledged: alerts count, and their produce-to-alert latency is observed."""

@@ -71,7 +71,7 @@ class InputSource:
         msgs = self.consumer.consume(num_messages=max_records, timeout=timeout_s)
         if not msgs:
             return None
-        return records(msgs)
+        return records(msgs, self.conf)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.assigned |= {(p.topic, p.partition) for p in partitions}

@@ -24,6 +24,7 @@ import numpy as np
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 
+from core.acl import require
 from core.decision import flagged_rows
 from core.health import HealthServer
 from core.heap import freeze_long_lived
@@ -106,9 +107,11 @@ class Detector:
         self.server.start()
         self.producer = Producer(producer_conf)
         self._ensure_output_topics(admin_conf, metadata)
+        require(admin_conf, s.acls(), "the detector")
         self.source = InputSource(consumer_conf, s.input_topic, self.metrics, self._on_revoke, self._update_ready)
         consumer = self.source.open()
-        writer = OutputWriter(self.producer, self.metrics, s.dead_letter_topic, s.max_output_bytes)
+        writer = OutputWriter(self.producer, self.metrics, s.dead_letter_topic, s.max_output_bytes,
+                              {**producer_conf, "group.id": s.group_id})
         if s.exactly_once:
             self.checkpoint = ExactlyOnce(consumer, self.producer, writer, self.metrics, self.stop_event,
                                           s.retry_backoff_max_s)

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from core.acl import Grant, creates, topic
 from core.kafka import KafkaSettings
 from core.settings import MODEL_DIR, Settings
 from detector.outputs import DEFAULT_MAX_OUTPUT_BYTES
@@ -90,3 +91,19 @@ class DetectorSettings(Settings):
     @property
     def effective_transactional_id(self) -> str:
         return self.transactional_id or f"{self.group_id}-{socket.gethostname()}-{os.getpid()}"
+
+    def acls(self) -> list[Grant]:
+        """What the detector does on the cluster (``core.acl``): read its input as its group, write alerts and dead
+        letters (and shadow alerts), and in exactly-once mode own its transactional id (by default the group id
+        then host and pid: a prefix grant)."""
+        written = {self.alert_topic: "its alerts", self.dead_letter_topic: "records it cannot read (dead letters)"}
+        if self.shadow_topic:
+            written[self.shadow_topic] = "the candidate model's alerts (shadow mode)"
+        outputs = list(written)
+        grants = [topic(self.input_topic, "READ", "the records it scores"),
+                  Grant("group", self.group_id, "READ", "joins its consumer group, commits offsets"),
+                  *(topic(t, "WRITE", why) for t, why in written.items())]
+        if self.exactly_once:
+            grants.append(Grant("transactional-id", self.transactional_id or f"{self.group_id}-", "WRITE",
+                                "exactly-once: its transactions", prefixed=self.transactional_id is None))
+        return grants + creates(outputs, "creates it when missing (with the input's partition count)")

@@ -20,6 +20,7 @@ from confluent_kafka import Producer
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from core.acl import Grant, require, topic
 from core.kafka import KafkaSettings, check_connection
 from core.kafka_io import read_to_end
 from core.settings import Settings
@@ -32,13 +33,18 @@ def _user() -> str:
         return ""
 
 
-class FeedbackSettings(Settings):
-    """Mark an incident benign: matching alerts are suppressed (kept and counted) for a while."""
+class _FeedbackClient(Settings):
+    """What both feedback commands need: the cluster and the feedback topic."""
 
     model_config = SettingsConfigDict(env_prefix="FEEDBACK_")
 
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     feedback_topic: str = Field("kdd-feedback", min_length=1, description="the incident service's feedback topic")
+
+
+class FeedbackSettings(_FeedbackClient):
+    """Mark an incident benign: matching alerts are suppressed (kept and counted) for a while."""
+
     incident: str = Field(..., min_length=1, max_length=200, description="the incident id (from the incident topic)")
     for_s: float = Field(86_400.0, gt=0, le=86_400 * 30, description="how long the verdict suppresses alerts (the "
                          "service also caps it: --max-verdict-s)")
@@ -46,23 +52,30 @@ class FeedbackSettings(Settings):
                          description="who decided (kept with the verdict; default: the login name)")
     note: str = Field("", max_length=500, description="why (kept with the verdict)")
 
+    def acls(self) -> list[Grant]:
+        """Writing the feedback topic is the power to mute alerts (for a bounded rate and time): grant it to the
+        analysts' principals only (``core.acl``)."""
+        return [topic(self.feedback_topic, "WRITE", "a verdict (the power to mute alerts: analysts only)")]
 
-class VerdictListSettings(Settings):
+
+class VerdictListSettings(_FeedbackClient):
     """List every verdict on the feedback topic: who, when, why, until when, and whether it is in force."""
 
-    model_config = SettingsConfigDict(env_prefix="FEEDBACK_")
-
-    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
-    feedback_topic: str = Field("kdd-feedback", min_length=1, description="the incident service's feedback topic")
     state_topic: str = Field("kdd-incidents.state", min_length=1,
                              description="the incident service's state topic (which verdicts are in force)")
     json_lines: bool = Field(False, description="one JSON document per verdict instead of a table")
+
+    def acls(self) -> list[Grant]:
+        """Reading verdicts and which are in force (``core.acl``)."""
+        return [topic(self.feedback_topic, "READ", "every verdict given"),
+                topic(self.state_topic, "READ", "which verdicts are in force")]
 
 
 def verdict_producer(s: FeedbackSettings) -> Producer:
     """A producer for verdicts, once the cluster answered (exit 3 otherwise, via KafkaConnectError)."""
     conf = s.kafka.client_config()
     check_connection(conf, s.kafka.connect_timeout_s)
+    require(conf, s.acls(), "a verdict")
     return Producer({**conf, "enable.idempotence": True, "acks": "all"})
 
 
@@ -84,6 +97,7 @@ def verdicts(s: VerdictListSettings) -> list[dict[str, Any]]:
     """Every verdict sent, oldest first, with the state the service keeps for the ones in force."""
     conf = s.kafka.client_config()
     check_connection(conf, s.kafka.connect_timeout_s)
+    require(conf, s.acls(), "listing verdicts")
     in_force: dict[str, dict[str, Any]] = {}
     for msg in read_to_end(conf, s.state_topic):
         key = (msg.key() or b"").decode("utf-8", "replace")

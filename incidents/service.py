@@ -22,11 +22,12 @@ import threading
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from core import headers
+from core.acl import require
 from core.health import HealthServer
-from core.kafka import check_connection, ensure_topic
+from core.kafka import access_denied, check_connection, ensure_topic, is_authorization_error
 from core.kafka_io import FatalError, next_offsets, produce, read_to_end, records, transaction
 from incidents import state
 from incidents.alert_input import AlertError, clamp_future, parse_alert
@@ -42,6 +43,13 @@ MAX_DEAD_LETTER_BYTES = 512 * 1024
 # what reading a forged or foreign state record can raise (int(1e400) is an OverflowError): skipped and counted
 BAD_STATE = (ValueError, LookupError, TypeError, AttributeError, RecursionError, OverflowError)
 Output = tuple[str, str | None, bytes | None] | tuple[str, str | None, bytes | None, list[tuple[str, bytes]]]
+
+
+def _raise_if_denied(conf: dict[str, Any], err: KafkaError, topic: str | None) -> None:
+    """An ACL refused a write, the group or the transactional id: exit 3 naming the grant (no restart can help
+    until an operator grants it)."""
+    if is_authorization_error(err):
+        raise access_denied(conf, err, "producer", topic) from None
 
 
 class IncidentService:
@@ -62,6 +70,7 @@ class IncidentService:
         self.restored = False
         self.last_input = time.monotonic()
         self.pending: list[tuple[Any, float]] = []  # counter increments of the transaction in progress
+        self.conf: dict[str, Any] = {}  # the clients' settings, named in a denial
 
     def ready(self) -> tuple[bool, str]:
         return (True, f"ready: {len(self.book.open)} open incidents") if self.restored else (False, "restoring")
@@ -74,12 +83,19 @@ class IncidentService:
         self.server.start()
         replication = min(3, max(1, len(md.brokers)))
         for topic in (s.incident_topic, s.state):
-            ensure_topic(conf, topic, 1, replication, md, {"cleanup.policy": "compact"})
-        for topic in (s.feedback_topic, s.suppressed_topic, s.dead_letter_topic):
+            ensure_topic(conf, topic, 1, replication, md, {"cleanup.policy": "compact"}, needs="READ WRITE")
+        ensure_topic(conf, s.feedback_topic, 1, replication, md, needs="READ")
+        for topic in (s.suppressed_topic, s.dead_letter_topic):
             ensure_topic(conf, topic, 1, replication, md)
+        require(conf, s.acls(), "the incident service")
+        self.conf = {**conf, "transactional.id": s.transactional_id, "group.id": s.group_id}
         self.producer = Producer({**conf, "transactional.id": s.transactional_id, "enable.idempotence": True,
                                   "acks": "all", "linger.ms": 5, "transaction.timeout.ms": 60_000})
-        self.producer.init_transactions(60)  # fences a predecessor and aborts its open transaction
+        try:
+            self.producer.init_transactions(60)  # fences a predecessor and aborts its open transaction
+        except KafkaException as exc:
+            _raise_if_denied(self.conf, exc.args[0], None)
+            raise
         self._restore(conf)
         self.consumer = Consumer({**conf, "group.id": s.group_id, "enable.auto.commit": False,
                                   "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
@@ -134,7 +150,7 @@ class IncidentService:
 
     def step(self) -> int:
         assert self.consumer is not None and self.producer is not None
-        msgs = records(self.consumer.consume(self.settings.batch_size, 0.5))
+        msgs = records(self.consumer.consume(self.settings.batch_size, 0.5), self.conf)
         if not msgs:
             idle = time.monotonic() - self.last_input
             if idle >= self.settings.idle_close_s:
@@ -220,14 +236,9 @@ class IncidentService:
         return self.settings.suppressed_topic, doc.get("record_id"), _json({**doc, "suppressed_by": rule_id})
 
     def _dead_letter(self, msg: Message, exc: AlertError) -> Output:
-        value = msg.value() or b""
-        if len(value) > MAX_DEAD_LETTER_BYTES:
-            value = value[:MAX_DEAD_LETTER_BYTES]  # the coordinates in the headers find the whole record
-        return (self.settings.dead_letter_topic, None, value, [
-            (headers.DLQ_REASON, exc.reason.encode()), (headers.DLQ_DETAIL, str(exc)[:500].encode()),
-            (headers.DLQ_SOURCE_TOPIC, msg.topic().encode()),
-            (headers.DLQ_SOURCE_PARTITION, str(msg.partition()).encode()),
-            (headers.DLQ_SOURCE_OFFSET, str(msg.offset()).encode())])
+        # the value is capped; the coordinates in the headers find the whole record
+        return (self.settings.dead_letter_topic, None, (msg.value() or b"")[:MAX_DEAD_LETTER_BYTES],
+                headers.dead_letter_headers(msg, exc.reason, str(exc)[:500]))
 
     def _verdict(self, msg: Message, changed: dict[str, Incident], rules: set[str]) -> None:
         m = self.metrics
@@ -264,13 +275,24 @@ class IncidentService:
         assert self.producer is not None and self.consumer is not None
         producer = self.producer
 
+        denied: list[tuple[KafkaError, str]] = []
+
+        def on_delivery(err: KafkaError | None, msg: Message) -> None:
+            if err is not None and is_authorization_error(err):
+                denied.append((err, msg.topic()))
+
         def write() -> None:
             for out in outputs:
                 produce(producer, out[0], out[2], out[1].encode() if out[1] else None,
-                        out[3] if len(out) > 3 else None)  # type: ignore[misc]
+                        out[3] if len(out) > 3 else None, on_delivery)  # type: ignore[misc]
 
         try:
             transaction(producer, self.consumer, write, offsets)
+        except KafkaException as exc:
+            if denied:
+                _raise_if_denied(self.conf, *denied[0])
+            _raise_if_denied(self.conf, exc.args[0], None)
+            raise FatalError(f"incident transaction not committed ({exc}); restart to restore from Kafka") from exc
         except Exception as exc:
             # the in-memory book is ahead of Kafka now: only a restart (which restores from Kafka) is exact
             raise FatalError(f"incident transaction not committed ({exc}); restart to restore from Kafka") from exc

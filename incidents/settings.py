@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from core.acl import Grant, creates, topic
 from core.kafka import KafkaSettings
 from core.settings import Settings
 
@@ -75,3 +76,19 @@ class IncidentSettings(Settings):
     @property
     def dead_letter_topic(self) -> str:
         return self.dlq_topic or f"{self.alert_topic}.incidents-dlq"
+
+    def acls(self) -> list[Grant]:
+        """What the incident service does on the cluster (``core.acl``): read alerts and verdicts as its group,
+        restore from and write its two compacted topics, write suppressed alerts and dead letters, all in
+        transactions under its transactional id. Whoever may WRITE the feedback topic may mute alerts."""
+        owned = [self.incident_topic, self.state]
+        written = {self.suppressed_topic: "alerts a benign verdict muted (kept, counted)",
+                   self.dead_letter_topic: "alerts it cannot read (dead letters)"}
+        return [topic(self.alert_topic, "READ", "the alerts it groups"),
+                topic(self.feedback_topic, "READ", "analysts' verdicts"),
+                Grant("group", self.group_id, "READ", "joins its consumer group, commits offsets in transactions"),
+                *(g for t in owned for g in (topic(t, "READ", "restores its state at start"),
+                                             topic(t, "WRITE", "its state: incidents; verdicts in force, budget"))),
+                *(topic(t, "WRITE", why) for t, why in written.items()),
+                Grant("transactional-id", self.transactional_id, "WRITE", "its transactions (exactly once)"),
+                *creates([*owned, self.feedback_topic, *written])]

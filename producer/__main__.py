@@ -2,7 +2,7 @@
 
 Exit codes: 0 every record delivered (also after SIGINT/SIGTERM, once in-flight records are flushed);
 1 some deliveries failed; 2 bad arguments or input (missing file, malformed line under --strict);
-3 Kafka unreachable, or it rejected the credentials or TLS settings.
+3 Kafka unreachable, it rejected the credentials or TLS settings, or an ACL denied what the replay needs.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import signal
 import sys
 
 from core import settings as cli
-from core.kafka import KafkaConnectError, check_connection, ensure_topic, redacted
+from core.acl import require
+from core.kafka import KafkaConnectError, access_denied, check_connection, ensure_topic, redacted
 from core.records import RecordFormatError
 from core.schema import RecordSchema, SchemaError
 from core.settings import SettingsError
@@ -44,6 +45,7 @@ def _replayer(s: ProducerSettings) -> Replayer:
     log.info("replaying %s to %s on %s", s.data, s.topic, redacted(conf))
     metadata = check_connection(conf, s.kafka.connect_timeout_s)
     ensure_topic(conf, s.topic, s.partitions, s.replication_factor, metadata=metadata)
+    require(conf, s.acls(), "the replay")
     metrics = None
     if s.metrics_port is not None:
         metrics = ProducerMetrics()
@@ -85,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     log.info("sent %d, delivered %d, failed %d, %d malformed lines skipped, %.0f records/s", result.sent,
              result.delivered, result.failed, result.source.malformed, result.rate)
     print(json.dumps(summary))
+    if replayer.denied is not None:
+        log.error("%s", access_denied(replayer.config, replayer.denied, "producer", settings.topic))
+        return 3
     return 1 if result.failed else 0
 
 

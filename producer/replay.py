@@ -19,6 +19,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Producer
 
 from core import wire
+from core.kafka import is_authorization_error
 from core.kafka_io import produce
 from producer.metrics import ProducerMetrics
 from producer.pacing import Pacer
@@ -80,6 +81,7 @@ class Replayer:
         self.metrics = metrics
         if metrics is not None:
             metrics.target_rate.set(rate)
+        self.denied: KafkaError | None = None  # an ACL refused a write: the replay stops (exit 3)
 
     def _on_delivery(self, err: KafkaError | None, _msg: Any) -> None:
         if err is None:
@@ -87,6 +89,9 @@ class Replayer:
         else:
             self.result.failed += 1
             self.result.failures_by_reason[err.name()] += 1
+            if is_authorization_error(err) and self.denied is None:
+                self.denied = err  # every later record would be refused too: stop sending
+                self.stop_event.set()
             if self.metrics is not None:
                 self.metrics.failed.labels(topic=self.topic, reason=err.name()).inc()
 

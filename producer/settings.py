@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from core.acl import Grant, creates, topic
 from core.kafka import KafkaSettings
 from core.records import DATA_ENV, default_data_path
 from core.settings import Settings
@@ -41,3 +42,7 @@ class ProducerSettings(Settings):
     label_header: bool = Field(True, description="send each record's label as the 'label' header (live evaluation "
                                                  "counts; never scored); --no-label-header replays as production "
                                                  "traffic arrives")
+
+    def acls(self) -> list[Grant]:
+        """What the replay does on the cluster (``core.acl``): write its topic; create it when missing."""
+        return [topic(self.topic, "WRITE", "the records it replays"), *creates([self.topic])]

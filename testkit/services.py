@@ -126,7 +126,7 @@ class IncidentProcess(ServiceProcess):
     name = "incident service"
 
     def __init__(self, bootstrap: str, alert_topic: str, *extra: str, log_path: Path | None = None,
-                 port: int | None = None) -> None:
+                 port: int | None = None, env: dict[str, str] | None = None) -> None:
         port = port or free_port()
         self.topics = {"incident": f"{alert_topic}.incidents", "feedback": f"{alert_topic}.feedback",
                        "suppressed": f"{alert_topic}.suppressed", "state": f"{alert_topic}.incidents.state",
@@ -136,7 +136,7 @@ class IncidentProcess(ServiceProcess):
                           alert_topic, "--incident-topic", self.topics["incident"], "--feedback-topic",
                           self.topics["feedback"], "--suppressed-topic", self.topics["suppressed"], "--group-id",
                           self.group, "--transactional-id", f"tx-{self.group}", "--metrics-port", str(port),
-                          "--metrics-host", "127.0.0.1", *extra], port, log_path)
+                          "--metrics-host", "127.0.0.1", *extra], port, log_path, env)
 
 
 def producer_args(bootstrap: str, topic: str, data_path: Path, *extra: str) -> list[str]:

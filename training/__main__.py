@@ -46,7 +46,8 @@ def _train(s: TrainSettings) -> None:
         from training.from_topic import TopicWindow, read_training_rows
 
         stream = read_training_rows(s.kafka, TopicWindow(s.from_topic, s.records, s.since), schema,
-                                    alert_topic=s.alert_topic or None, exclude_attack_labels=s.exclude_attack_labels)
+                                    alert_topic=s.alert_topic or None, exclude_attack_labels=s.exclude_attack_labels,
+                                    grants=s.acls())
     summary = train(TrainOptions(data=s.data, out=out, model=config, target_fpr=s.target_fpr, run_dir=run_dir,
                                  dedup=s.dedup, limit=s.limit, schema=schema), stream)
     if s.store is not None:

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +23,7 @@ import pandas as pd
 from confluent_kafka import Consumer, TopicPartition
 
 from core import wire
+from core.acl import Grant, require
 from core.kafka import KafkaSettings, check_connection
 from core.kafka_io import read_range
 from core.records import Records, as_frame
@@ -105,10 +107,12 @@ def _parse(schema: RecordSchema, values: list[bytes]) -> tuple[pd.DataFrame, np.
 
 
 def read_training_rows(kafka: KafkaSettings, window: TopicWindow, schema: RecordSchema, *,
-                       alert_topic: str | None, exclude_attack_labels: bool, timeout_s: float = 300
-                       ) -> tuple[Records, dict[str, Any]]:
-    """The rows to train a candidate on, and a report of what was read and left out."""
+                       alert_topic: str | None, exclude_attack_labels: bool, timeout_s: float = 300,
+                       grants: Sequence[Grant] = ()) -> tuple[Records, dict[str, Any]]:
+    """The rows to train a candidate on, and a report of what was read and left out; ``grants`` (the settings'
+    ``acls()``) are checked first, so a missing one is named at once (exit 3)."""
     check_connection(kafka.client_config(), kafka.connect_timeout_s)
+    require(kafka.client_config(), grants, "retraining")
     consumer = _consumer(kafka)
     try:
         ranges = _ranges(consumer, window)

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
+from core.acl import Grant, topic
 from core.kafka import KafkaSettings
 from core.records import DATA_ENV, default_data_path
 from core.settings import MODEL_DIR, Settings
@@ -49,6 +50,15 @@ class TrainSettings(Settings):
     seed: int = Field(42, description="seed for the split and the weights")
     limit: int | None = Field(None, ge=1, description="read only the first N lines (quick runs)")
     dedup: bool = Field(True, description="de-duplicate fit rows")
+
+    def acls(self) -> list[Grant]:
+        """What retraining from the stream does on the cluster (``core.acl``): read the window of its topic and
+        the alerts on it, by partition and offset, with no consumer group of its own."""
+        if not self.from_topic:
+            return []
+        return [topic(self.from_topic, "READ", "the window it trains on"),
+                *([topic(self.alert_topic, "READ", "which records were alerted on (left out)")]
+                  if self.alert_topic else [])]
 
     @field_validator("widths", mode="before")
     @classmethod

@@ -211,6 +211,10 @@ class Security:
     broker_user: str = "broker"
     tls: bool = False
     mechanism: str = "SCRAM-SHA-512"
+    # Kafka's standard authorizer (StandardAuthorizer, KRaft's): only the broker user is a super user, every
+    # other user can do exactly what an ACL allows. The controller listener's principal (ANONYMOUS, plaintext
+    # on 127.0.0.1) is a super user too, as Kafka's docs require for it; no client reaches that listener.
+    authorizer: bool = False
 
     @property
     def protocol(self) -> str:
@@ -239,6 +243,12 @@ def _listener_properties(node: Node, security: Security | None, tls_dir: Path | 
             "org.apache.kafka.common.security.scram.ScramLoginModule required "
             f'username="{security.broker_user}" password="{password}";',
     }
+    if security.authorizer:
+        props.update({
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": f"User:{security.broker_user};User:ANONYMOUS",
+            "allow.everyone.if.no.acl.found": "false",
+        })
     if security.tls:
         assert tls_dir is not None
         props.update({
@@ -629,6 +639,10 @@ def main(argv: list[str] | None = None) -> int:
                          help="secure the client listener with SASL/SCRAM-SHA-512 and create this user; repeatable "
                               "[env LOCAL_KAFKA_SCRAM_USERS=name:pw,name:pw]")
     p_start.add_argument("--tls", action="store_true", help="with --scram-user: SASL_SSL with a self-signed cert")
+    p_start.add_argument("--acls", action="store_true",
+                         default=os.environ.get("LOCAL_KAFKA_ACLS", "") not in ("", "0", "false"),
+                         help="with --scram-user: Kafka's StandardAuthorizer; users other than 'broker' may do only "
+                              "what ACLs allow (grant with kafka-acls.sh as 'broker') [env LOCAL_KAFKA_ACLS=1]")
     for name, help_text in (("stop", "stop the brokers and delete their files"), ("status", "show node state")):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("--dir", default=os.environ.get("LOCAL_KAFKA_DIR"), required="LOCAL_KAFKA_DIR" not in os.environ,
@@ -649,9 +663,9 @@ def main(argv: list[str] | None = None) -> int:
                 if len(users) != len(args.scram_user):
                     raise LocalKafkaError("--scram-user expects NAME:PASSWORD")
                 users.setdefault("broker", os.urandom(12).hex())
-                security = Security(users=users, tls=args.tls)
-            elif args.tls:
-                raise LocalKafkaError("--tls needs at least one --scram-user")
+                security = Security(users=users, tls=args.tls, authorizer=args.acls)
+            elif args.tls or args.acls:
+                raise LocalKafkaError("--tls and --acls need at least one --scram-user")
             cluster = start_cluster(nodes=args.nodes, directory=args.dir, security=security)
             log.info("Apache Kafka %s: %d node(s) ready in %.1fs, state in %s",
                      KAFKA_VERSION, max(1, len(cluster.nodes)), time.monotonic() - t0, cluster.directory)

@@ -111,3 +111,14 @@ def test_grafana_provisioning_points_at_the_dashboard() -> None:
     for needed in ("records per second", "alert rate", "score distribution", "stage latency", "end-to-end",
                    "lag", "dead letters", "model and device"):
         assert needed in titles, needed
+
+
+def test_the_readme_acl_table_is_the_services_own_declaration() -> None:
+    """The README's ACL table is what ``python -m scripts.acl_table`` prints from the services' ``acls()``: the
+    grants an operator copies are the ones the least-privilege tests run each service with."""
+    from scripts.acl_table import table
+
+    readme = (REPO / "README.md").read_text()
+    start, end = readme.index("<!-- acl-table"), readme.index("<!-- /acl-table -->")
+    block = readme[readme.index("\n", start) + 1:end].strip()
+    assert block == table(), "README ACL table out of date: paste `python -m scripts.acl_table` between the markers"

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
+from core.kafka import AccessDenied
 from detector.checkpoint import AtLeastOnce, ExactlyOnce
 from detector.delivery import OutputWriter
 from detector.metrics import DetectorMetrics
@@ -69,15 +70,58 @@ class FakeProducer:
         self.calls.append("abort")
 
 
+class FakeMessage:
+    def __init__(self, topic: str, partition: int, offset: int) -> None:
+        self._at = (topic, partition, offset)
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return self._at[0]
+
+    def partition(self) -> int:
+        return self._at[1]
+
+    def offset(self) -> int:
+        return self._at[2]
+
+
 class FakeConsumer:
+    """Records what the checkpoint asks of the consumer; ``arrive`` is what the next consume() returns, and
+    ``during_consume`` runs inside it (as rebalance callbacks do)."""
+
     def __init__(self) -> None:
         self.commits: list[list[TopicPartition]] = []
+        self.calls: list[str] = []
+        self.seeks: list[tuple[str, int, int]] = []
+        self.arrive: list[FakeMessage] = []
+        self.during_consume: Any = None
 
     def commit(self, offsets: list[TopicPartition], asynchronous: bool = True) -> None:
         self.commits.append(offsets)
 
     def consumer_group_metadata(self) -> object:
         return object()
+
+    def assignment(self) -> list[TopicPartition]:
+        return [TopicPartition("in", 0)]
+
+    def pause(self, _partitions: list[TopicPartition]) -> None:
+        self.calls.append("pause")
+
+    def resume(self, _partitions: list[TopicPartition]) -> None:
+        self.calls.append("resume")
+
+    def consume(self, num_messages: int = 1, timeout: float = -1) -> list[FakeMessage]:
+        self.calls.append("consume")
+        if self.during_consume is not None:
+            self.during_consume()
+        msgs, self.arrive = self.arrive, []
+        return msgs
+
+    def seek(self, tp: TopicPartition) -> None:
+        self.seeks.append((tp.topic, tp.partition, tp.offset))
 
 
 def alert(i: int) -> OutMessage:
@@ -110,6 +154,42 @@ def test_at_least_once_retries_a_transient_failure_and_commits_once() -> None:
     assert [v for _, v in producer.sent].count(b"{}") == 3  # the failed one sent again
     assert consumer.commits == [OFFSETS] and done == [1]
     assert metrics.produce_retries._value.get() == 1 and metrics.paused._value.get() == 0
+
+
+def test_an_output_outage_keeps_the_consumer_polling_with_input_paused_and_rewinds_what_arrives() -> None:
+    """librdkafka evicts a member that does not poll within max.poll.interval.ms: while outputs are retried the
+    consumer polls with its partitions paused, and a record that arrives anyway is sought back, not skipped."""
+    cp, producer, consumer, _ = at_least_once()
+    producer.fail = [KafkaError(KafkaError._MSG_TIMED_OUT)] * 3
+    consumer.arrive = [FakeMessage("in", 0, 7), FakeMessage("in", 0, 8)]
+    done: list[int] = []
+    cp.commit([alert(1)], OFFSETS, lambda: done.append(1))
+    cp.idle()
+    assert consumer.calls.count("consume") >= 3 and consumer.calls[0] == "pause"
+    assert consumer.seeks == [("in", 0, 7)]  # the first record that arrived while paused is read again later
+    assert consumer.calls[-1] == "resume" and done == [1] and consumer.commits == [OFFSETS]
+
+
+def test_a_denied_write_ends_the_detector_naming_the_grant_instead_of_retrying_forever() -> None:
+    cp, producer, consumer, _ = at_least_once()
+    cp.writer.conf = {"sasl.username": "det", "bootstrap.servers": "b:9092"}
+    producer.fail = [KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED)]
+    cp.commit([alert(1)], OFFSETS, lambda: None)
+    with pytest.raises(AccessDenied, match="denied WRITE on topic 'alerts' to principal User:det"):
+        cp.idle()
+    assert consumer.commits == []  # nothing committed: the batch is read again once the grant is there
+
+
+def test_exactly_once_leaves_a_batch_to_the_new_owner_when_partitions_move_during_an_outage() -> None:
+    producer, consumer, metrics = FakeProducer(), FakeConsumer(), DetectorMetrics(0.01)
+    writer = OutputWriter(producer, metrics, "dlq")  # type: ignore[arg-type]
+    cp = ExactlyOnce(consumer, producer, writer, metrics, threading.Event(), 0.05)  # type: ignore[arg-type]
+    producer.commit_errors = [KafkaException(KafkaError(KafkaError._TIMED_OUT, "timed out", retriable=True))]
+    consumer.during_consume = lambda: cp.on_revoke(consumer, [TopicPartition("in", 0)])  # type: ignore[arg-type]
+    done: list[int] = []
+    cp.commit([alert(1)], OFFSETS, lambda: done.append(1))
+    assert producer.calls == ["init", "begin", "offsets:100", "abort"]  # no second transaction with stale offsets
+    assert done == [] and consumer.calls[-1] == "resume"
 
 
 def test_at_least_once_replaces_an_output_the_broker_refuses_for_its_size() -> None:
