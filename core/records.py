@@ -29,6 +29,44 @@ class RecordFormatError(ValueError):
     """A file or record does not fit its schema; the message names where and what."""
 
 
+BOM = b"\xef\xbb\xbf"
+
+
+@dataclasses.dataclass(frozen=True)
+class Columns:
+    """Where a header-row file keeps each feature and the label: the header's column count, and per feature (in
+    schema order, then the label when the file has it) its column index. Lines are rearranged into the schema's
+    order, so everything after the reader (validation, the producer's payload, the wire) is as for KDD99."""
+
+    count: int
+    order: tuple[int, ...]
+    labelled: bool
+
+    @classmethod
+    def of(cls, header: bytes, schema: RecordSchema, source: str) -> Columns:
+        names = [c.strip().strip('"') for c in header.removeprefix(BOM).decode("utf-8", "replace").split(",")]
+        index = {n: i for i, n in enumerate(names)}
+        missing = [f for f in schema.names if f not in index]
+        if missing:
+            raise RecordFormatError(
+                f"{source}: the header row has no column {', '.join(missing[:5])}"
+                f"{' ...' if len(missing) > 5 else ''} of schema {schema.name}; its columns are "
+                f"{', '.join(names[:8])}{' ...' if len(names) > 8 else ''} (is it the right --schema?)")
+        # columns that are neither features nor the label (``ignore``, or extras some copies carry) are left out
+        order = [index[f] for f in schema.names]
+        labelled = schema.label.column is not None and schema.label.column in index
+        if labelled:
+            order.append(index[schema.label.column])  # type: ignore[index]
+        return cls(len(names), tuple(order), labelled)
+
+    def arrange(self, text: str) -> str | None:
+        """The line's features in schema order (then its label); None when it has not the header's column count."""
+        fields = text.split(",")
+        if len(fields) != self.count:
+            return None
+        return ",".join(fields[i] for i in self.order)
+
+
 def default_data_path() -> Path:
     """The path in the data variable (:data:`DATA_ENV`) if set, else the shared 10% file beside the repository."""
     env = os.environ.get(DATA_ENV)
@@ -113,12 +151,26 @@ def read_records(
     lines read, so record ids stay file positions. ``keep_raw`` keeps each valid line's text.
     """
     path = Path(path) if path is not None else default_data_path()
+    schema = schema or kdd99()
     raw_lines: list[bytes] = []
-    for i, line in enumerate(open_text_lines(path)):
+    lines = open_text_lines(path)
+    columns = _header(lines, schema, str(path))
+    for i, line in enumerate(lines):
         if limit is not None and i >= limit:
             break
         raw_lines.append(line)
-    return parse_lines(raw_lines, source=str(path), schema=schema, strict=strict, keep_raw=keep_raw)
+    return parse_lines(raw_lines, source=str(path), schema=schema, strict=strict, keep_raw=keep_raw,
+                       first_line=2 if columns else 1, columns=columns)
+
+
+def _header(lines: Iterator[bytes], schema: RecordSchema, source: str) -> Columns | None:
+    """For a schema whose files have a header row: read it off ``lines`` (a byte-order mark allowed)."""
+    if not schema.header:
+        return None
+    first = next(lines, None)
+    if first is None:
+        raise RecordFormatError(f"{source} is empty; schema {schema.name} expects a header row first")
+    return Columns.of(first, schema, source)
 
 
 def iter_record_chunks(
@@ -130,21 +182,24 @@ def iter_record_chunks(
     The first chunk decides the field count; later chunks are held to it, and line numbers run on.
     """
     path = Path(path) if path is not None else default_data_path()
+    schema = schema or kdd99()
     buf: list[bytes] = []
-    first = 1
+    lines = open_text_lines(path)
+    columns = _header(lines, schema, str(path))
+    first = 2 if columns else 1
     n_fields: int | None = None
-    for line in open_text_lines(path):
+    for line in lines:
         buf.append(line)
         if len(buf) >= chunk_lines:
             chunk = parse_lines(buf, source=str(path), schema=schema, strict=strict, keep_raw=keep_raw,
-                                first_line=first, n_fields=n_fields)
+                                first_line=first, n_fields=n_fields, columns=columns)
             n_fields = chunk.n_fields
             first += len(buf)
             buf = []
             yield chunk
     if buf:
         yield parse_lines(buf, source=str(path), schema=schema, strict=strict, keep_raw=keep_raw, first_line=first,
-                          n_fields=n_fields)
+                          n_fields=n_fields, columns=columns)
 
 
 def typed_fields(schema: RecordSchema, fields: pd.DataFrame) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
@@ -175,9 +230,10 @@ def as_frame(schema: RecordSchema, numeric: np.ndarray, cats: Sequence[np.ndarra
 
 def parse_lines(
     raw_lines: Sequence[bytes], *, source: str, schema: RecordSchema | None = None, strict: bool = True,
-    keep_raw: bool = False, first_line: int = 1, n_fields: int | None = None,
+    keep_raw: bool = False, first_line: int = 1, n_fields: int | None = None, columns: Columns | None = None,
 ) -> Records:
-    """Validate raw lines; see :func:`read_records`. Trailing blank lines at the end of a file are ignored."""
+    """Validate raw lines; see :func:`read_records`. Trailing blank lines at the end of a file are ignored.
+    ``columns``: a header-row file's layout; its lines are rearranged into the schema's order first."""
     schema = schema or kdd99()
     n = len(raw_lines)
     while n and not raw_lines[n - 1].strip():
@@ -186,6 +242,15 @@ def parse_lines(
     line_no = np.arange(first_line, first_line + n)
     reasons = np.full(n, None, dtype=object)
     text = _decode_all(lines, reasons)
+    if columns is not None:
+        n_fields = schema.n_features + columns.labelled
+        for j, t in enumerate(text):
+            arranged = columns.arrange(t) if t.strip() else t
+            if arranged is None:
+                reasons[j] = f"expected {columns.count} comma-separated fields (as the header row), found " \
+                             f"{t.count(',') + 1}"
+            else:
+                text[j] = arranged
 
     counts = np.fromiter((t.count(",") + 1 for t in text), dtype=np.int64, count=n)
     blank = np.fromiter((not t.strip() for t in text), dtype=bool, count=n)

@@ -59,6 +59,7 @@ class LabelSpec:
     normal: str = "normal"
     trailing_fields: tuple[str, ...] = ()
     families: Mapping[str, str] = dataclasses.field(default_factory=dict)  # label -> family
+    column: str | None = None  # files with a header row: the label's column, by name
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,11 +68,15 @@ class RecordSchema:
     features: tuple[Feature, ...]
     label: LabelSpec = dataclasses.field(default_factory=LabelSpec)
     description: str = ""
+    header: bool = False  # files begin with a header row: columns are found by name, in any order
+    ignore: tuple[str, ...] = ()  # header columns that are neither features nor the label (a row number, ...)
 
     def __post_init__(self) -> None:
         names = [f.name for f in self.features]
         if len(set(names)) != len(names):
             raise SchemaError(f"schema {self.name}: duplicate feature names")
+        if self.header and self.label.column in names:
+            raise SchemaError(f"schema {self.name}: the label column {self.label.column!r} is also a feature")
         if not any(f.kind == NUMERIC for f in self.features):
             raise SchemaError(f"schema {self.name}: needs at least one numeric feature")
 
@@ -179,10 +184,14 @@ class RecordSchema:
         families: dict[str, list[str]] = {}
         for label, family in self.label.families.items():
             families.setdefault(family, []).append(label)
-        return {"name": self.name, "description": self.description,
-                "features": [f.to_dict() for f in self.features],
-                "label": {"normal": self.label.normal, "trailing_fields": list(self.label.trailing_fields),
-                          "families": families}}
+        out: dict[str, Any] = {"name": self.name, "description": self.description}
+        if self.header:
+            out["format"] = {"header": True, "ignore": list(self.ignore)}
+        label: dict[str, Any] = {"normal": self.label.normal, "trailing_fields": list(self.label.trailing_fields),
+                                 "families": families}
+        if self.label.column is not None:
+            label["column"] = self.label.column
+        return out | {"features": [f.to_dict() for f in self.features], "label": label}
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], *, source: str = "schema") -> RecordSchema:
@@ -190,8 +199,12 @@ class RecordSchema:
             feats = tuple(_feature(f) for f in raw["features"])
             lab = raw.get("label", {})
             families = {str(a): str(fam) for fam, labels in lab.get("families", {}).items() for a in labels}
-            label = LabelSpec(str(lab.get("normal", "normal")), tuple(lab.get("trailing_fields", ())), families)
-            return cls(str(raw["name"]), feats, label, str(raw.get("description", "")))
+            column = lab.get("column")
+            label = LabelSpec(str(lab.get("normal", "normal")), tuple(lab.get("trailing_fields", ())), families,
+                              None if column is None else str(column))
+            fmt = raw.get("format", {})
+            return cls(str(raw["name"]), feats, label, str(raw.get("description", "")),
+                       header=bool(fmt.get("header", False)), ignore=tuple(str(c) for c in fmt.get("ignore", ())))
         except (KeyError, TypeError, ValueError) as exc:
             raise SchemaError(f"{source}: not a record schema ({exc!r}); see core/schemas/kdd99.json") from exc
 

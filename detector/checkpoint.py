@@ -37,6 +37,8 @@ Done = Callable[[], None]
 
 
 class Checkpoint(Protocol):
+    blocked: str | None  # why outputs fail, while they do
+
     def commit(self, outputs: list[OutMessage], offsets: list[TopicPartition], on_done: Done) -> tuple[float, float]:
         """Deliver a batch's outputs and commit its offsets by the contract; returns (produce s, commit s)."""
 
@@ -74,11 +76,17 @@ class _Retrying:
         self.backoff_max_s = backoff_max_s
         self.waiting = False  # inside a retry: rebalance callbacks must not start another commit
         self.revoked_while_waiting = False
+        self.blocked: str | None = None  # why outputs fail, while they do: /readyz reports it
+        self.input_paused = False  # keep_alive paused the assignment: resume it once outputs go through
 
-    def retrying(self) -> None:
-        """Outputs failed: input is paused until they go through, and the retry is counted (before any wait)."""
+    def retrying(self, errors: Counter[str]) -> None:
+        """Outputs failed: input is paused until they go through, the retry and each error are counted (before any
+        wait), and readiness fails with the errors' names until they pass."""
         self.metrics.paused.set(1)
         self.metrics.produce_retries.inc()
+        for name, n in errors.items():
+            self.metrics.output_errors.labels(error=name).inc(n)
+        self.blocked = ", ".join(sorted(errors)) or "unknown error"
 
     def wait(self, backoff: float) -> float | None:
         """Wait ``backoff`` seconds polling the group; the next backoff, or None when shutting down."""
@@ -95,6 +103,7 @@ class _Retrying:
         arrives (from a partition assigned during this very poll) is rewound, so nothing is skipped."""
         consumer = self.consumer
         self.waiting = True
+        self.input_paused = True
         try:
             consumer.pause(consumer.assignment())
             first: dict[tuple[str, int], int] = {}
@@ -112,6 +121,14 @@ class _Retrying:
     def resume(self) -> None:
         """Outputs go through again: read on."""
         self.metrics.paused.set(0)
+        self.blocked = None
+        self.unpause()
+
+    def unpause(self) -> None:
+        """Resume what keep_alive paused (also after a slow delivery that never failed)."""
+        if not self.input_paused:
+            return
+        self.input_paused = False
         try:
             self.consumer.resume(self.consumer.assignment())
         except KafkaException as exc:
@@ -202,7 +219,7 @@ class AtLeastOnce(_Retrying):
             if not batch.failed:
                 break
             paused = True
-            self.retrying()
+            self.retrying(batch.errors)
             log.warning("%d of %d outputs not delivered (%s); input paused, retrying in %.1fs", len(batch.failed),
                         len(batch.outputs), dict(batch.errors), backoff)
             backoff = self.wait(backoff or 0.1)
@@ -213,6 +230,7 @@ class AtLeastOnce(_Retrying):
         if paused:
             self.resume()
             log.info("outputs delivered again; resuming input")
+        self.unpause()  # deliveries were slow (keep_alive paused input) but none failed
         self._commit(batch.offsets)
         batch.on_done()
         self.inflight = None
@@ -295,7 +313,7 @@ class ExactlyOnce(_Retrying):
                 if err.fatal() or not (err.retriable() or err.txn_requires_abort()):
                     raise FatalError(f"transaction failed: {err}") from exc
                 log.warning("transaction not committed (%s); aborting and retrying in %.1fs", err, backoff)
-                self.retrying()
+                self.retrying(Counter({err.name(): 1}))
                 try:
                     self.producer.abort_transaction(30)
                 except KafkaException as abort_exc:

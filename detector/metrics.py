@@ -47,6 +47,9 @@ class DetectorMetrics:
             self.too_large.labels(kind=kind)
         self.produce_retries = Counter("detector_output_retries_total",
                                        "Times a batch's alerts/dead letters had to be produced again", registry=r)
+        self.output_errors = Counter("detector_output_errors_total", "Outputs or transactions the broker refused, by "
+                                     "Kafka error name (UNKNOWN_TOPIC_OR_PART: an output topic is gone)", ["error"],
+                                     registry=r)
         self.score = Histogram("detector_anomaly_score", "Anomaly score of each scored record",
                                buckets=score_buckets(threshold), registry=r)
         self.batch_size = Histogram("detector_batch_size_records", "Records per micro-batch",

@@ -90,6 +90,8 @@ class Detector:
             return False, "model loading"
         if self.source is None or not self.source.assigned:
             return False, "no partitions assigned"
+        if self.checkpoint is not None and self.checkpoint.blocked:
+            return False, f"outputs blocked ({self.checkpoint.blocked}): input paused, retrying"
         return True, f"ready: model {self.live.version}, {len(self.source.assigned)} partition(s)"
 
     # ------------------------------------------------------------------------------- lifecycle

@@ -24,6 +24,7 @@ from core.acl import Grant, require, topic
 from core.kafka import KafkaSettings, check_connection
 from core.kafka_io import read_to_end
 from core.settings import Settings
+from incidents import state
 
 
 def _user() -> str:
@@ -98,14 +99,7 @@ def verdicts(s: VerdictListSettings) -> list[dict[str, Any]]:
     conf = s.kafka.client_config()
     check_connection(conf, s.kafka.connect_timeout_s)
     require(conf, s.acls(), "listing verdicts")
-    in_force: dict[str, dict[str, Any]] = {}
-    for msg in read_to_end(conf, s.state_topic):
-        key = (msg.key() or b"").decode("utf-8", "replace")
-        if key.startswith("rule:"):
-            try:
-                in_force[key[5:]] = json.loads(msg.value())["rule"] if msg.value() else None  # type: ignore[assignment]
-            except (ValueError, KeyError, TypeError):
-                continue
+    in_force = state.verdicts_in_force((m.key(), m.value()) for m in read_to_end(conf, s.state_topic))
     now_ms = int(time.time() * 1000)
     out = []
     for msg in read_to_end(conf, s.feedback_topic):

@@ -40,8 +40,7 @@ from incidents.verdicts import BENIGN, Rule, VerdictDoc
 log = logging.getLogger(__name__)
 
 MAX_DEAD_LETTER_BYTES = 512 * 1024
-# what reading a forged or foreign state record can raise (int(1e400) is an OverflowError): skipped and counted
-BAD_STATE = (ValueError, LookupError, TypeError, AttributeError, RecursionError, OverflowError)
+
 Output = tuple[str, str | None, bytes | None] | tuple[str, str | None, bytes | None, list[tuple[str, bytes]]]
 
 
@@ -115,14 +114,14 @@ class IncidentService:
                 continue  # a tombstone: a pruned incident
             try:
                 self.book.restore(Incident.from_dict(json.loads(msg.value())))
-            except BAD_STATE as exc:
+            except state.BAD_STATE as exc:
                 self._bad_state(s.incident_topic, msg, exc)
         for msg in read_to_end(conf, s.state):
             if msg.value() is None:
                 continue
             try:
                 state.apply(self.book, msg.value())
-            except BAD_STATE as exc:
+            except state.BAD_STATE as exc:
                 self._bad_state(s.state, msg, exc)
         self._gauges()
 

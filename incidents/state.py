@@ -10,6 +10,7 @@ caller skips and counts it: a bad state record never stops the service from star
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from typing import Any
 
 from incidents.book import IncidentBook
@@ -17,10 +18,13 @@ from incidents.verdicts import Rule
 
 STATE_SCHEMA = "kdd-incident-state/1"
 BUDGET_KEY = "budget"
+RULE_PREFIX = "rule:"
+# what reading a forged or foreign state record can raise (int(1e400) is an OverflowError): skipped and counted
+BAD_STATE = (ValueError, LookupError, TypeError, AttributeError, RecursionError, OverflowError)
 
 
 def rule_key(rule_id: str) -> str:
-    return f"rule:{rule_id}"
+    return f"{RULE_PREFIX}{rule_id}"
 
 
 def rule_record(book: IncidentBook, rule_id: str) -> tuple[str, bytes | None]:
@@ -46,6 +50,25 @@ def apply(book: IncidentBook, value: bytes) -> None:
         book.budget.restore(doc["budget"])
     else:
         raise ValueError(f"unknown state record type {doc['type']!r}")
+
+
+def verdicts_in_force(records: Iterable[tuple[bytes | None, bytes | None]]) -> dict[str, dict[str, Any]]:
+    """Incident id -> who marked it benign, when, why and what the verdict covers, for every verdict the state
+    topic's (key, value) records say is in force (the latest record per key wins; a tombstone ends it). For
+    listings: a record this version cannot read is left out, as restore skips it."""
+    out: dict[str, dict[str, Any]] = {}
+    for key, value in records:
+        name = (key or b"").decode("utf-8", "replace")
+        if not name.startswith(RULE_PREFIX):
+            continue
+        rule_id = name[len(RULE_PREFIX):]
+        out.pop(rule_id, None)
+        if value is not None:
+            try:
+                out[rule_id] = Rule.from_dict(json.loads(value)["rule"]).audit()
+            except BAD_STATE:
+                continue
+    return out
 
 
 def encode(doc: dict[str, Any]) -> bytes:

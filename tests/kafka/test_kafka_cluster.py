@@ -123,7 +123,9 @@ def test_nodes_lost_and_back_during_replay(cluster: local_kafka.LocalKafka, smal
 def test_alert_topic_unavailable_pauses_input(cluster: local_kafka.LocalKafka, small_bundle: Path,
                                               kdd_path: Path, tmp_path: Path, mode: str) -> None:
     """The alert topic lives only on node 3; stopping node 3 leaves input, offsets and transactions (RF 3)
-    working while no alert can be written: the detector must stop reading, hold its memory, and resume."""
+    working while no alert can be written: the detector must stop reading, hold its memory, and resume. The
+    outage outlasts max.poll.interval.ms (7 s here): the consumer keeps polling, paused, and stays in its group
+    (an evicted member would log its partitions revoked), while /readyz says why it is not ready."""
     rows = 100_000
     bootstrap = cluster.bootstrap_servers
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -135,7 +137,8 @@ def test_alert_topic_unavailable_pauses_input(cluster: local_kafka.LocalKafka, s
     admin.create_topics([only_on_node_3])[alerts].result(timeout=60)
     group = f"g-{topic}"
     extra = ["-X", "message.timeout.ms=3000",  # refused writes surface in 3 s, so the detector's retry path runs
-             "-X", "queued.max.messages.kbytes=4096"]  # a small prefetch: reading on would show in RSS
+             "-X", "queued.max.messages.kbytes=4096",  # a small prefetch: reading on would show in RSS
+             "-X", "session.timeout.ms=6000", "-X", "max.poll.interval.ms=7000"]  # eviction after 7 s not polling
     if mode == "exactly-once":
         extra += ["--exactly-once", "--transactional-id", f"tx-{topic}"]
     det = DetectorProcess(bootstrap, topic, alerts, small_bundle, *extra, group=group, log_path=tmp_path / "d.log")
@@ -153,6 +156,10 @@ def test_alert_topic_unavailable_pauses_input(cluster: local_kafka.LocalKafka, s
             assert not committed_all(bootstrap, group, topic)  # the backlog stays in Kafka, not in memory
             assert det.total("detector_records_scored_total") == scored_paused < rows  # no progress while blocked
             assert det.get("/healthz")[0] == 200
+            status, why = det.get("/readyz")
+            assert status == 503 and "outputs blocked" in why, (status, why)
+            assert det.total("detector_output_errors_total") >= 3
+            assert "revoked" not in (tmp_path / "d.log").read_text(), "evicted from the group during the outage"
             assert growth < 32 * 2**20, f"RSS grew {growth / 2**20:.1f} MiB while paused"
             print(f"{mode}: alert topic unavailable; RSS change while paused {growth / 2**20:+.1f} MiB")
 

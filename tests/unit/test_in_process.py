@@ -34,6 +34,7 @@ class FakeProducer:
         self.fail: list[KafkaError] = []
         self.calls: list[str] = []
         self.commit_errors: list[KafkaException] = []
+        self.slow = 0
 
     def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None, **kw: Any) -> None:
         self.sent.append((topic, value))
@@ -43,6 +44,9 @@ class FakeProducer:
         return 0
 
     def flush(self, _timeout: float = 0) -> int:
+        if self.slow:  # deliveries still in flight after this flush's timeout
+            self.slow -= 1
+            return len(self.pending)
         pending, self.pending = self.pending, []
         for _, cb in pending:
             if cb is not None:
@@ -168,6 +172,17 @@ def test_an_output_outage_keeps_the_consumer_polling_with_input_paused_and_rewin
     assert consumer.calls.count("consume") >= 3 and consumer.calls[0] == "pause"
     assert consumer.seeks == [("in", 0, 7)]  # the first record that arrived while paused is read again later
     assert consumer.calls[-1] == "resume" and done == [1] and consumer.commits == [OFFSETS]
+
+
+def test_slow_deliveries_that_never_fail_pause_input_only_while_they_are_in_flight() -> None:
+    """A broker that comes back within message.timeout.ms: no delivery fails, the input paused while polling the
+    group must still be resumed (a first version left it paused for good)."""
+    cp, producer, consumer, _ = at_least_once()
+    producer.slow = 3
+    done: list[int] = []
+    cp.commit([alert(1)], OFFSETS, lambda: done.append(1))
+    cp.idle()
+    assert consumer.calls.count("consume") == 3 and consumer.calls[-1] == "resume" and done == [1]
 
 
 def test_a_denied_write_ends_the_detector_naming_the_grant_instead_of_retrying_forever() -> None:

@@ -315,7 +315,7 @@ def test_a_forged_state_record_is_refused_at_restore_or_works_afterwards(field: 
     restore refuses it with an error the service skips and counts, or the restored book files alerts as usual.
     Never an OverflowError at start, never a crash later inside the loop."""
     from incidents import state
-    from incidents.service import BAD_STATE
+    from incidents.state import BAD_STATE
 
     rule = _good_rule_record()
     budget = {"schema": state.STATE_SCHEMA, "type": "budget",
@@ -341,7 +341,7 @@ def test_a_forged_state_record_is_refused_at_restore_or_works_afterwards(field: 
                         "signature", "kind", "features", "labels", "sample", "rarity", "status"]), _json)
 def test_a_forged_incident_record_is_refused_at_restore_or_restores(field: str, value: Any) -> None:
     from incidents.book import Incident
-    from incidents.service import BAD_STATE
+    from incidents.state import BAD_STATE
 
     book = IncidentBook(gap_ms=300_000)
     book.add(alert_from_doc(doc(0, T0), 0))
