@@ -18,11 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.datasets import DATA_ENV, KDD99_10, cache_dir, shared_path
 from core.schema import RecordSchema, kdd99
-
-DATA_ENV = "KDD_DATA"
-_REPO_ROOT = Path(__file__).resolve().parents[1]
-_DEFAULT_RELATIVE = Path("..") / "shared" / "data" / "kddcup.data_10_percent.gz"
 
 
 class RecordFormatError(ValueError):
@@ -66,13 +63,26 @@ class Columns:
             return None
         return ",".join(fields[i] for i in self.order)
 
+    def arrange_all(self, text: list[str], reasons: np.ndarray) -> None:
+        """Arrange every line in place; a line without the header's column count gets its reason instead."""
+        for j, t in enumerate(text):
+            arranged = self.arrange(t) if t.strip() else t
+            if arranged is None:
+                found = t.count(",") + 1
+                reasons[j] = f"expected {self.count} comma-separated fields (as the header row), found {found}"
+            else:
+                text[j] = arranged
+
 
 def default_data_path() -> Path:
-    """The path in the data variable (:data:`DATA_ENV`) if set, else the shared 10% file beside the repository."""
+    """The path in the data variable (:data:`DATA_ENV`) if set, else the shared 10% file beside the repository,
+    else the copy ``python -m core.datasets`` fetched into the cache (the shared path when neither exists, so
+    the error names where it was looked for)."""
     env = os.environ.get(DATA_ENV)
     if env:
         return Path(env)
-    return (_REPO_ROOT / _DEFAULT_RELATIVE).resolve()
+    cached = cache_dir() / KDD99_10.filename
+    return cached if not shared_path().exists() and cached.exists() else shared_path()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,7 +134,8 @@ def open_text_lines(path: str | os.PathLike[str]) -> Iterator[bytes]:
     p = Path(path)
     if not p.exists():
         raise RecordFormatError(
-            f"data file {p} does not exist; pass --data PATH or set {DATA_ENV} to a KDD99 or NSL-KDD file"
+            f"data file {p} does not exist; pass --data PATH or set {DATA_ENV} to a KDD99 or NSL-KDD file "
+            "(`python -m core.datasets` fetches the KDD99 10% file and prints its path)"
         )
     if p.is_dir():
         raise RecordFormatError(f"data path {p} is a directory; pass the file itself")
@@ -244,13 +255,7 @@ def parse_lines(
     text = _decode_all(lines, reasons)
     if columns is not None:
         n_fields = schema.n_features + columns.labelled
-        for j, t in enumerate(text):
-            arranged = columns.arrange(t) if t.strip() else t
-            if arranged is None:
-                reasons[j] = f"expected {columns.count} comma-separated fields (as the header row), found " \
-                             f"{t.count(',') + 1}"
-            else:
-                text[j] = arranged
+        columns.arrange_all(text, reasons)
 
     counts = np.fromiter((t.count(",") + 1 for t in text), dtype=np.int64, count=n)
     blank = np.fromiter((not t.strip() for t in text), dtype=bool, count=n)

@@ -69,6 +69,7 @@ class RecordSchema:
     label: LabelSpec = dataclasses.field(default_factory=LabelSpec)
     description: str = ""
     header: bool = False  # files begin with a header row: columns are found by name, in any order
+    preset: str = "default"  # the model preset training uses for this data set unless told otherwise
     ignore: tuple[str, ...] = ()  # header columns that are neither features nor the label (a row number, ...)
 
     def __post_init__(self) -> None:
@@ -185,6 +186,8 @@ class RecordSchema:
         for label, family in self.label.families.items():
             families.setdefault(family, []).append(label)
         out: dict[str, Any] = {"name": self.name, "description": self.description}
+        if self.preset != "default":
+            out["preset"] = self.preset
         if self.header:
             out["format"] = {"header": True, "ignore": list(self.ignore)}
         label: dict[str, Any] = {"normal": self.label.normal, "trailing_fields": list(self.label.trailing_fields),
@@ -204,7 +207,8 @@ class RecordSchema:
                               None if column is None else str(column))
             fmt = raw.get("format", {})
             return cls(str(raw["name"]), feats, label, str(raw.get("description", "")),
-                       header=bool(fmt.get("header", False)), ignore=tuple(str(c) for c in fmt.get("ignore", ())))
+                       header=bool(fmt.get("header", False)), ignore=tuple(str(c) for c in fmt.get("ignore", ())),
+                       preset=str(raw.get("preset", "default")))
         except (KeyError, TypeError, ValueError) as exc:
             raise SchemaError(f"{source}: not a record schema ({exc!r}); see core/schemas/kdd99.json") from exc
 

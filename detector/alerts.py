@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from core import events, wire
 from core import headers as h
-from core import wire
 from core.wire import ParsedBatch
 from detector.outputs import OutMessage, cap_text
 from detector.scoring import ScoredBatch
@@ -85,7 +85,11 @@ class AlertBuilder:
             "categories": categories or {},
             "top_features": top_features,
         }
-        out_headers = [(h.MODEL_VERSION, self.model_version.encode())]
+        event_type = events.ALERT if self.kind == "alert" else events.SHADOW_ALERT
+        out_headers = [(h.MODEL_VERSION, self.model_version.encode()),
+                       *events.headers(event_type, events.DETECTOR_SOURCE,
+                                       f"{msg.topic()}/{msg.partition()}/{msg.offset()}/{self.model_version}",
+                                       detected)]
         if record_id is not None:
             out_headers.append((h.RECORD_ID, record_id.encode()))
         if label is not None:

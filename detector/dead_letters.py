@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from core import events
 from core import headers as h
 from core.wire import Rejection
 from detector.outputs import OutMessage, cap_headers
@@ -17,8 +18,10 @@ from detector.outputs import OutMessage, cap_headers
 
 def build_dead_letter(msg: Any, topic: str, reason: str, detail: str) -> OutMessage:
     headers = h.dead_letter_headers(msg, reason, detail)
+    headers += events.headers(events.DEAD_LETTER, events.DETECTOR_SOURCE,
+                              f"{msg.topic()}/{msg.partition()}/{msg.offset()}", content_type=events.BYTES)
     copied, cut = cap_headers([(k, v) for k, v in (msg.headers() or [])
-                               if v is not None and not k.startswith(h.DLQ_PREFIX)])
+                               if v is not None and not k.startswith(h.DLQ_PREFIX) and not events.is_event_header(k)])
     headers += copied
     if cut:
         headers.append((h.DLQ_HEADERS_CUT, str(cut).encode()))

@@ -74,6 +74,10 @@ class InputSource:
         return records(msgs, self.conf)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # A partition paused during an output outage (the checkpoint's keep_alive) may come back paused from a
+        # rebalance; a new assignment always starts reading (keep_alive pauses it again while it still waits).
+        consumer.assign(partitions)
+        consumer.resume(partitions)
         self.assigned |= {(p.topic, p.partition) for p in partitions}
         self.metrics.assigned.set(len(self.assigned))
         self.changed()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from core import events
 from core import headers as h
 
 OUTPUT_TOO_LARGE = "output_too_large"
@@ -47,6 +48,8 @@ def too_large(out: OutMessage, dead_letter_topic: str, limit: int, detail: str =
             (h.DLQ_SOURCE_OFFSET, str(offset).encode())]
     if out.reason:
         hdrs.append((h.DLQ_ORIGINAL_REASON, out.reason.encode()))
+    hdrs += events.headers(events.DEAD_LETTER, events.DETECTOR_SOURCE, f"{topic}/{partition}/{offset}/{out.kind}",
+                           content_type=events.BYTES)
     return OutMessage(dead_letter_topic, (out.key or b"")[:MAX_TEXT] or None, b"", hdrs, "dead_letter",
                       reason=OUTPUT_TOO_LARGE, source=out.source)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from core import headers
+from core import events, headers
 from core.acl import require
 from core.health import HealthServer
 from core.kafka import access_denied, check_connection, ensure_topic, is_authorization_error
@@ -49,6 +49,14 @@ def _raise_if_denied(conf: dict[str, Any], err: KafkaError, topic: str | None) -
     until an operator grants it)."""
     if is_authorization_error(err):
         raise access_denied(conf, err, "producer", topic) from None
+
+
+def _dead_letter(topic: str, msg: Message, exc: AlertError) -> Output:
+    """An unreadable alert, kept: its value capped (the coordinates in the headers find the whole record)."""
+    return (topic, None, (msg.value() or b"")[:MAX_DEAD_LETTER_BYTES],
+            headers.dead_letter_headers(msg, exc.reason, str(exc)[:500])
+            + events.headers(events.DEAD_LETTER, events.INCIDENTS_SOURCE,
+                             f"{msg.topic()}/{msg.partition()}/{msg.offset()}", content_type=events.BYTES))
 
 
 class IncidentService:
@@ -214,7 +222,7 @@ class IncidentService:
         except AlertError as exc:
             log.warning("unreadable alert at %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), exc)
             self._count(m.unreadable.labels(reason=exc.reason))
-            return [self._dead_letter(msg, exc)]
+            return [_dead_letter(self.settings.dead_letter_topic, msg, exc)]
         alert, clamped = clamp_future(alert, int(time.time() * 1000), int(self.settings.max_future_skew_s * 1000))
         if clamped:
             self._count(m.future)
@@ -232,12 +240,9 @@ class IncidentService:
 
     def _suppressed(self, doc: dict[str, Any], rule_id: str) -> Output:
         self._count(self.metrics.suppressed)
-        return self.settings.suppressed_topic, doc.get("record_id"), _json({**doc, "suppressed_by": rule_id})
-
-    def _dead_letter(self, msg: Message, exc: AlertError) -> Output:
-        # the value is capped; the coordinates in the headers find the whole record
-        return (self.settings.dead_letter_topic, None, (msg.value() or b"")[:MAX_DEAD_LETTER_BYTES],
-                headers.dead_letter_headers(msg, exc.reason, str(exc)[:500]))
+        value = _json({**doc, "suppressed_by": rule_id})
+        return (self.settings.suppressed_topic, doc.get("record_id"), value,
+                events.headers(events.SUPPRESSED_ALERT, events.INCIDENTS_SOURCE, events.content_id(value)))
 
     def _verdict(self, msg: Message, changed: dict[str, Incident], rules: set[str]) -> None:
         m = self.metrics
@@ -265,7 +270,9 @@ class IncidentService:
     def _record(self, inc: Incident) -> Output:
         if inc.status == "closed":
             self._count(self.metrics.closed)
-        return self.settings.incident_topic, inc.incident_id, _json(inc.to_dict())
+        value = _json(inc.to_dict())
+        return (self.settings.incident_topic, inc.incident_id, value,
+                events.headers(events.INCIDENT, events.INCIDENTS_SOURCE, events.content_id(value)))
 
     def _rule_record(self, rule_id: str) -> Output:
         return (self.settings.state, *state.rule_record(self.book, rule_id))

@@ -2,8 +2,16 @@
 # Everything the demo and the tests need on a fresh machine: a virtualenv with the project and its dev
 # extras, and the Apache Kafka broker jars (Maven Central, cached outside the clone). Idempotent: re-runs
 # only reinstall when pyproject.toml changed.
+# `--demo`: only what the demo needs (the training and serving extras and the broker jars; no test tools,
+# Prometheus or container engine).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+EXTRAS="dev,training,serving"
+DEMO=0
+if [ "${1:-}" = "--demo" ]; then
+  EXTRAS="training,serving"
+  DEMO=1
+fi
 
 PYTHON=${PYTHON:-python3}
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
@@ -15,12 +23,13 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
-if [ ! -f "$stamp" ]; then
-  echo "setup: installing the project and its dev dependencies into .venv (first run downloads TensorFlow)" >&2
+full_stamp="$stamp-dev,training,serving"
+if [ ! -f "$stamp-$EXTRAS" ] && [ ! -f "$full_stamp" ]; then
+  echo "setup: installing the project with its $EXTRAS extras into .venv (first run downloads TensorFlow)" >&2
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e '.[dev,training,serving]'
+  .venv/bin/python -m pip install --quiet -e ".[$EXTRAS]"
   rm -f .venv/.installed-*
-  touch "$stamp"
+  touch "$stamp-$EXTRAS"
 fi
 
 if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
@@ -28,6 +37,10 @@ if ! command -v java >/dev/null || ! command -v mvn >/dev/null; then
     echo "setup: installing Java 17 and Maven from Debian packages" >&2
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless maven >/dev/null
   fi
+fi
+if [ "$DEMO" = 1 ]; then
+  command -v mvn >/dev/null && .venv/bin/python deploy/kafka/local_kafka.py fetch >/dev/null
+  exit 0
 fi
 # Prometheus and promtool (Debian package) for the rule tests and the real-scrape test.
 if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then

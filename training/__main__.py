@@ -1,4 +1,5 @@
-"""``python -m training {train,evaluate,benchmark}``: exit 0 on success, 2 on bad input, 1 on failure."""
+"""``python -m training {train,evaluate,compare,benchmark,promote,rollback,models}``: exit 0 on success, 2 on bad input,
+1 on failure, 3 when Kafka is unreachable or denies access."""
 
 from __future__ import annotations
 
@@ -14,11 +15,12 @@ from core.records import RecordFormatError
 from core.schema import RecordSchema, SchemaError
 from core.settings import SettingsError
 from model import store
-from training.settings import BenchmarkSettings, EvaluateSettings, StoreSettings, TrainSettings
+from training.settings import BenchmarkSettings, CompareSettings, EvaluateSettings, StoreSettings, TrainSettings
 
 log = logging.getLogger("training")
 COMMANDS: dict[str, type[cli.Settings]] = {"train": TrainSettings, "evaluate": EvaluateSettings,
-                                           "benchmark": BenchmarkSettings, "promote": StoreSettings,
+                                           "compare": CompareSettings, "benchmark": BenchmarkSettings,
+                                           "promote": StoreSettings,
                                            "rollback": StoreSettings, "models": StoreSettings}
 
 
@@ -31,16 +33,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _compare(s: CompareSettings) -> None:
+    from pathlib import Path
+
+    from training.compare import compare, write
+
+    schema = RecordSchema.load(s.schema_name)
+    presets = [p for p in {s.preset or schema.preset} if p != "default"]
+    report = compare(s.data, schema, seed=s.seed, resamples=s.resamples, limit=s.limit, epochs=s.epochs,
+                     presets=presets)
+    json_path, md_path = write(report, s.out or Path("artifacts/compare") / schema.name)
+    print(md_path.read_text())
+    print(json.dumps({"json": str(json_path), "markdown": str(md_path),
+                      "best_autoencoder_on_validation": report["best_autoencoder_on_validation"]}))
+
+
 def _train(s: TrainSettings) -> None:
     from training.autoencoder import ModelConfig
     from training.train import TrainOptions, train
 
-    config = ModelConfig.from_preset(s.preset, epochs=s.epochs, batch_size=s.batch_size,
+    schema = RecordSchema.load(s.schema_name)
+    config = ModelConfig.from_preset(s.preset or schema.preset, epochs=s.epochs, batch_size=s.batch_size,
                                      learning_rate=s.learning_rate, latent=s.latent, widths=s.widths,
                                      dropout=s.dropout, seed=s.seed)
     out = s.store / f".new-{os.getpid()}" if s.store is not None else s.out
     run_dir = s.run_dir or out.parent / "runs" / out.name
-    schema = RecordSchema.load(s.schema_name)
     stream = None
     if s.from_topic:
         from training.from_topic import TopicWindow, read_training_rows
@@ -102,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command in ("promote", "rollback", "models"):
             _store(args.command, settings)
         else:
-            {"train": _train, "evaluate": _evaluate, "benchmark": _benchmark}[args.command](settings)
+            {"train": _train, "evaluate": _evaluate, "compare": _compare,
+             "benchmark": _benchmark}[args.command](settings)
     except (SettingsError, RecordFormatError, SchemaError, BundleError, ValueError, OSError) as exc:
         log.error("%s", exc)
         return 2

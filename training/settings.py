@@ -14,7 +14,7 @@ from core.kafka import KafkaSettings
 from core.records import DATA_ENV, default_data_path
 from core.settings import MODEL_DIR, Settings
 
-Preset = Literal["default", "lab"]  # training.autoencoder.PRESETS; a test keeps the two in step
+Preset = Literal["default", "lab", "unsw_nb15"]  # training.autoencoder.PRESETS; a test keeps the two in step
 
 
 class TrainSettings(Settings):
@@ -29,7 +29,7 @@ class TrainSettings(Settings):
     out: Path = Field(Path("artifacts/model"), validation_alias=MODEL_DIR, description="bundle directory")
     store: Path | None = Field(None, description="write the bundle into this model store under its version "
                                                  "instead of --out (not promoted: shadow it, then promote)")
-    preset: Preset = Field("default", description="model preset")
+    preset: Preset | None = Field(None, description="model preset (default: the schema's own, else 'default')")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     from_topic: str | None = Field(None, description="train on recent records of this Kafka topic instead of --data")
     records: int | None = Field(None, ge=100, description="with --from-topic: the last N records (all partitions)")
@@ -92,6 +92,25 @@ class EvaluateSettings(Settings):
     plots: bool = Field(True, description="write the PNG plots")
     baseline: bool = Field(True, description="fit the IsolationForest baseline")
     scores_out: Path | None = Field(None, description="also write every row's record_id, label, score and flag here")
+
+
+class CompareSettings(Settings):
+    """The lab's comparison: the autoencoder at latent 2, 4, 8, 16 and other unsupervised detectors on the same
+    split; a Markdown table and a JSON file."""
+
+    model_config = SettingsConfigDict(env_prefix="COMPARE_")
+
+    schema_name: str = Field("kdd99", validation_alias="COMPARE_SCHEMA", json_schema_extra={"flag": "--schema"},
+                             description="record schema: a shipped name (kdd99, nsl_kdd, unsw_nb15) or a schema file")
+    data: Path = Field(default_factory=default_data_path, validation_alias=DATA_ENV, description="labelled data file")
+    out: Path | None = Field(None, description="where compare.json and compare.md go (default: artifacts/compare/"
+                                               "<schema>)")
+    seed: int = Field(42, description="seed for the split, the attack halves, the models and the bootstrap")
+    resamples: int = Field(200, ge=10, le=10_000, description="bootstrap resamples per interval")
+    limit: int | None = Field(None, ge=1, description="read only the first N lines (quick runs)")
+    epochs: int | None = Field(None, ge=1, description="override the autoencoders' epochs (quick runs)")
+    preset: Preset | None = Field(None, description="also judge this autoencoder preset (default: the schema's own, "
+                                                    "when it has one)")
 
 
 class BenchmarkSettings(Settings):

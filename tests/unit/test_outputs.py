@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 
+from core import events
 from core import headers as h
 from detector.alerts import AlertBuilder
 from detector.dead_letters import build_dead_letter
@@ -76,10 +77,26 @@ def test_a_170_kb_label_header_of_control_characters_makes_a_small_alert() -> No
 def test_dead_letters_cap_copied_headers_and_count_what_was_cut() -> None:
     hdrs = [(f"h{i}", b"x" * 5_000) for i in range(40)]
     out = build_dead_letter(FakeMsg(b"garbage", hdrs), "dlq", "bad_fields", "detail")
-    copied = [(k, v) for k, v in out.headers if not k.startswith(h.DLQ_PREFIX)]
+    copied = [(k, v) for k, v in out.headers if not k.startswith(h.DLQ_PREFIX) and not events.is_event_header(k)]
     assert len(copied) == MAX_COPIED_HEADERS and all(len(v) <= 1024 for _, v in copied)
     assert dict(out.headers)[h.DLQ_HEADERS_CUT] == str(40 - MAX_COPIED_HEADERS + MAX_COPIED_HEADERS).encode()
     assert out.value == b"garbage"  # the original bytes stay whole
+
+
+def test_outputs_carry_cloudevents_headers_an_input_cannot_forge() -> None:
+    """Binary-mode CloudEvents: routable by headers, bodies unchanged; an input's own ce_* headers are dropped
+    from its dead letter (ours stand), and an alert's id is its input record's (re-deliveries repeat it)."""
+    forged = [("ce_type", b"forged"), ("content-type", b"text/evil"), ("ce_id", b"x")]
+    dead = build_dead_letter(FakeMsg(b"garbage", forged), "dlq", "bad_fields", "detail")
+    ce = {k: v for k, v in dead.headers if events.is_event_header(k)}
+    assert [k for k, _ in dead.headers].count("ce_type") == 1 and ce["ce_type"] == events.DEAD_LETTER.encode()
+    assert ce["ce_id"] == b"in/3/42" and ce["ce_specversion"] == b"1.0" and ce["content-type"] == events.BYTES.encode()
+    builder = AlertBuilder("alerts", 0.01, "v1", scorer=None)  # type: ignore[arg-type]
+    alert = builder.alert(FakeMsg(b"row", []), 0.05, [], "2026-12-01T00:00:00Z", None, None)
+    ce = dict(alert.headers)
+    assert ce["ce_type"] == events.ALERT.encode() and ce["ce_id"] == b"in/3/42/v1"
+    assert ce["ce_time"] == b"2026-12-01T00:00:00Z" and ce["content-type"] == b"application/json"
+    assert json.loads(alert.value)["schema"] == "kdd-alert/1"  # the body is the alert document, as before
 
 
 def test_an_output_over_the_limit_becomes_a_coordinates_only_dead_letter() -> None:
