@@ -29,7 +29,7 @@ from core.acl import require
 from core.health import HealthServer
 from core.kafka import access_denied, check_connection, ensure_topic, is_authorization_error
 from core.kafka_io import FatalError, next_offsets, produce, read_to_end, records, transaction
-from incidents import state
+from incidents import ocsf, state
 from incidents.alert_input import AlertError, clamp_future, parse_alert
 from incidents.book import Incident, IncidentBook, Limits
 from incidents.metrics import IncidentMetrics
@@ -49,6 +49,20 @@ def _raise_if_denied(conf: dict[str, Any], err: KafkaError, topic: str | None) -
     until an operator grants it)."""
     if is_authorization_error(err):
         raise access_denied(conf, err, "producer", topic) from None
+
+
+def _set_gauges(m: IncidentMetrics, book: IncidentBook) -> None:
+    """The book's size and the page line, as gauges (after each transaction)."""
+    m.open.set(len(book.open))
+    m.rules.set(len(book.rules))
+    m.held.set(sum(len(r.held) for r in book.rules.values()))
+    m.page_line.set(book.budget.line)
+    m.pages_last_hour.set(book.budget.pages_in_hour(book.stream_ms))
+
+
+def _finding(topic: str | None, finding: dict[str, Any]) -> list[Output]:
+    """An OCSF finding for the OCSF topic, when there is one (keyed by the finding's uid)."""
+    return [] if topic is None else [(topic, finding["metadata"]["uid"][:256], _json(finding))]
 
 
 def _dead_letter(topic: str, msg: Message, exc: AlertError) -> Output:
@@ -78,6 +92,7 @@ class IncidentService:
         self.last_input = time.monotonic()
         self.pending: list[tuple[Any, float]] = []  # counter increments of the transaction in progress
         self.conf: dict[str, Any] = {}  # the clients' settings, named in a denial
+        self.pending_findings: list[Output] = []  # OCSF findings of the records being written
 
     def ready(self) -> tuple[bool, str]:
         return (True, f"ready: {len(self.book.open)} open incidents") if self.restored else (False, "restoring")
@@ -92,7 +107,7 @@ class IncidentService:
         for topic in (s.incident_topic, s.state):
             ensure_topic(conf, topic, 1, replication, md, {"cleanup.policy": "compact"}, needs="READ WRITE")
         ensure_topic(conf, s.feedback_topic, 1, replication, md, needs="READ")
-        for topic in (s.suppressed_topic, s.dead_letter_topic):
+        for topic in (s.suppressed_topic, s.dead_letter_topic, *([s.ocsf_topic] if s.ocsf_topic else [])):
             ensure_topic(conf, topic, 1, replication, md)
         require(conf, s.acls(), "the incident service")
         self.conf = {**conf, "transactional.id": s.transactional_id, "group.id": s.group_id}
@@ -207,12 +222,7 @@ class IncidentService:
             self.pending.append((counter, n))
 
     def _gauges(self) -> None:
-        m, book = self.metrics, self.book
-        m.open.set(len(book.open))
-        m.rules.set(len(book.rules))
-        m.held.set(sum(len(r.held) for r in book.rules.values()))
-        m.page_line.set(book.budget.line)
-        m.pages_last_hour.set(book.budget.pages_in_hour(book.stream_ms))
+        _set_gauges(self.metrics, self.book)
 
     def _alert(self, msg: Message, changed: dict[str, Incident], rules: set[str]) -> list[Output]:
         m = self.metrics
@@ -236,11 +246,16 @@ class IncidentService:
             if inc.alerts == 1 and inc.incident_id not in changed:
                 self._count(m.opened)
             changed[inc.incident_id] = inc
-        return [self._suppressed(doc, rule_id) for doc, rule_id in filing.suppressed]
+        found = _finding(self.settings.ocsf_topic, ocsf.detection_finding(
+            alert.compact() | {"model_version": alert.doc.get("model_version")}, alert.event_ms,
+            incident_id=filing.changed[-1].incident_id if filing.changed else None))
+        return found + [self._suppressed(doc, rule_id) for doc, rule_id in filing.suppressed]
 
     def _suppressed(self, doc: dict[str, Any], rule_id: str) -> Output:
         self._count(self.metrics.suppressed)
         value = _json({**doc, "suppressed_by": rule_id})
+        self.pending_findings += _finding(self.settings.ocsf_topic, ocsf.detection_finding(
+            doc, ocsf.event_ms(doc), suppressed_by=rule_id))
         return (self.settings.suppressed_topic, doc.get("record_id"), value,
                 events.headers(events.SUPPRESSED_ALERT, events.INCIDENTS_SOURCE, events.content_id(value)))
 
@@ -270,7 +285,9 @@ class IncidentService:
     def _record(self, inc: Incident) -> Output:
         if inc.status == "closed":
             self._count(self.metrics.closed)
-        value = _json(inc.to_dict())
+        doc = inc.to_dict()
+        value = _json(doc)
+        self.pending_findings += _finding(self.settings.ocsf_topic, ocsf.incident_finding(doc, created=inc.alerts == 1))
         return (self.settings.incident_topic, inc.incident_id, value,
                 events.headers(events.INCIDENT, events.INCIDENTS_SOURCE, events.content_id(value)))
 
@@ -280,7 +297,7 @@ class IncidentService:
     def _commit(self, outputs: list[Output], offsets: list[TopicPartition]) -> None:
         assert self.producer is not None and self.consumer is not None
         producer = self.producer
-
+        outputs, self.pending_findings = outputs + self.pending_findings, []
         denied: list[tuple[KafkaError, str]] = []
 
         def on_delivery(err: KafkaError | None, msg: Message) -> None:

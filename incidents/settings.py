@@ -27,6 +27,8 @@ class IncidentSettings(Settings):
     state_topic: str | None = Field(None, description="compacted topic of the service's own state: verdicts in "
                                                       "force with their rate windows, the page budget "
                                                       "(default: INCIDENT_TOPIC.state)")
+    ocsf_topic: str | None = Field(None, description="also write OCSF 1.1.0 findings here: a Detection Finding per "
+                                   "alert (and its suppression), an Incident Finding per incident change")
     group_id: str = Field("kdd-incidents", min_length=1, description="consumer group")
     transactional_id: str = Field("kdd-incidents", min_length=1,
                                   description="stable id: a restarted instance fences its predecessor at once")
@@ -62,7 +64,7 @@ class IncidentSettings(Settings):
     @model_validator(mode="after")
     def _distinct(self) -> IncidentSettings:
         topics = [self.alert_topic, self.incident_topic, self.feedback_topic, self.suppressed_topic,
-                  self.dead_letter_topic, self.state]
+                  self.dead_letter_topic, self.state, *([self.ocsf_topic] if self.ocsf_topic else [])]
         if len(set(topics)) != len(topics):
             raise ValueError(f"{self.describe('alert_topic')}, {self.describe('incident_topic')}, "
                              f"{self.describe('feedback_topic')}, {self.describe('suppressed_topic')}, "
@@ -91,4 +93,5 @@ class IncidentSettings(Settings):
                                              topic(t, "WRITE", "its state: incidents; verdicts in force, budget"))),
                 *(topic(t, "WRITE", why) for t, why in written.items()),
                 Grant("transactional-id", self.transactional_id, "WRITE", "its transactions (exactly once)"),
-                *creates([*owned, self.feedback_topic, *written])]
+                *([topic(self.ocsf_topic, "WRITE", "OCSF findings (with --ocsf-topic)")] if self.ocsf_topic else []),
+                *creates([*owned, self.feedback_topic, *written, *([self.ocsf_topic] if self.ocsf_topic else [])])]

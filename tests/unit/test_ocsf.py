@@ -1,0 +1,81 @@
+"""Every OCSF finding the incident service can write validates against the vendored OCSF 1.1.0 JSON Schemas
+(Detection Finding 2004, Incident Finding 2005): new, suppressed and hostile-but-valid alerts, incidents as
+they open, grow, are marked benign and close."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from incidents import ocsf
+from incidents.alert_input import alert_from_doc
+from incidents.book import IncidentBook
+from incidents.verdicts import VerdictDoc
+from tests.unit.test_triage import T0, doc
+
+SCHEMAS = Path(__file__).resolve().parents[2] / "incidents" / "ocsf_schema"
+
+
+@pytest.fixture(scope="module")
+def validators() -> dict[int, jsonschema.protocols.Validator]:
+    out = {}
+    for uid, name in ((2004, "detection_finding"), (2005, "incident_finding")):
+        schema = json.loads((SCHEMAS / f"{name}.json").read_text())
+        jsonschema.Draft202012Validator.check_schema(schema)
+        out[uid] = jsonschema.Draft202012Validator(schema)
+    return out
+
+
+def valid(validators: dict[int, Any], finding: dict[str, Any]) -> None:
+    errors = sorted(validators[finding["class_uid"]].iter_errors(finding), key=str)
+    assert not errors, "\n".join(f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors[:5])
+
+
+def test_alerts_and_incidents_through_their_life_are_valid_findings(validators: dict[int, Any]) -> None:
+    book = IncidentBook(gap_ms=300_000)
+    findings = []
+    for i in range(30):
+        d = doc(i, T0 + i * 1000, severity=1.0 + i, label="smurf.") | {"model_version": "ae-1", "score": 0.5,
+                                                                        "threshold": 0.01}
+        alert = alert_from_doc(d, T0 + i * 1000)
+        filing = book.add(alert)
+        findings.append(ocsf.detection_finding(alert.compact(), alert.event_ms,
+                                               incident_id=filing.changed[-1].incident_id))
+        findings += [ocsf.incident_finding(inc.to_dict(), created=inc.alerts == 1) for inc in filing.changed]
+    inc = max(book.incidents.values(), key=lambda i: i.alerts)  # severities span several buckets
+    assert book.mark_benign(VerdictDoc(inc.incident_id, T0 + 3_600_000, T0 + 40_000, "ann", "lab scan"))[0] == "applied"
+    findings.append(ocsf.incident_finding(inc.to_dict(), created=False))
+    book.advance(T0 + 3_600_000)
+    closed = ocsf.incident_finding(inc.to_dict(), created=False)
+    findings.append(closed)
+    suppressed = ocsf.detection_finding(doc(99, T0, severity=2.0), T0, suppressed_by=inc.incident_id)
+    findings.append(suppressed)
+    for f in findings:
+        valid(validators, f)
+    assert findings[0]["finding_info"]["analytic"]["type"] == "Learning (ML/DL)"
+    assert [o["name"] for o in findings[0]["observables"]][:1] == ["service"]
+    assert closed["activity_name"] == "Close" and closed["verdict"] == "Benign" and "ann" in closed["comment"]
+    assert suppressed["status"] == "Suppressed" and suppressed["activity_name"] == "Update"
+    assert {f["severity_id"] for f in findings if f["class_uid"] == 2004} >= {2, 3, 4, 5}
+
+
+@settings(max_examples=200, deadline=None)
+@given(severity=st.floats(min_value=1.0, max_value=1e30), labels=st.dictionaries(st.text(max_size=300),
+       st.integers(0, 10**9), max_size=40), features=st.lists(st.text(min_size=1, max_size=500), max_size=30))
+def test_any_alert_and_incident_the_service_accepts_is_a_valid_finding(validators: dict[int, Any], severity: float,
+                                                                      labels: dict[str, int],
+                                                                      features: list[str]) -> None:
+    d = doc(1, T0, severity=severity) | {"top_features": [{"feature": f} for f in features]}
+    alert = alert_from_doc(d, T0)
+    valid(validators, ocsf.detection_finding(alert.compact(), T0))
+    book = IncidentBook(gap_ms=300_000)
+    book.add(alert)
+    [inc] = book.incidents.values()
+    record = inc.to_dict() | {"labels": labels}
+    valid(validators, ocsf.incident_finding(record, created=True))
