@@ -1,5 +1,6 @@
 """``python -m incidents [run]`` runs the incident service; ``python -m incidents feedback --incident ID`` marks
-an incident benign; ``python -m incidents verdicts`` lists every verdict (who, when, why, in force or not).
+an incident benign; ``python -m incidents verdicts`` lists every verdict (who, when, why, in force or not);
+``python -m incidents console`` serves the triage console (incident list, detail, "mark benign", verdicts).
 Exit codes: 0 clean stop; 1 runtime failure (restart it: state is restored from Kafka);
 2 invalid settings; 3 Kafka unreachable or credentials rejected."""
 
@@ -15,6 +16,7 @@ from core.kafka import KafkaConnectError
 from core.kafka_io import FatalError
 from core.lifecycle import run_service
 from core.settings import SettingsError
+from incidents.console.settings import ConsoleSettings
 from incidents.feedback import FeedbackSettings, VerdictListSettings, send, table, verdicts
 from incidents.settings import IncidentSettings
 
@@ -27,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli.add_arguments(sub.add_parser("run", help=IncidentSettings.__doc__), IncidentSettings)
     cli.add_arguments(sub.add_parser("feedback", help=FeedbackSettings.__doc__), FeedbackSettings)
     cli.add_arguments(sub.add_parser("verdicts", help=VerdictListSettings.__doc__), VerdictListSettings)
+    cli.add_arguments(sub.add_parser("console", help=ConsoleSettings.__doc__), ConsoleSettings)
     return p
 
 
@@ -44,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
             rows = verdicts(listing)
             print("\n".join(json.dumps(r) for r in rows) if listing.json_lines else table(rows))
             return 0
+        if command == "console":
+            from incidents.console.service import ConsoleService
+
+            console = ConsoleService(cli.from_namespace(ConsoleSettings, args))
+            return run_service(console, log, "serving the console", (RuntimeError,))
         from incidents.service import IncidentService
 
         service = IncidentService(cli.from_namespace(IncidentSettings, args))

@@ -77,6 +77,11 @@ def verdict_producer(s: FeedbackSettings) -> Producer:
     conf = s.kafka.client_config()
     check_connection(conf, s.kafka.connect_timeout_s)
     require(conf, s.acls(), "a verdict")
+    return verdict_writer(conf)
+
+
+def verdict_writer(conf: dict[str, Any]) -> Producer:
+    """The producer verdicts are written with (idempotent, all replicas): the CLI's and the console's."""
     return Producer({**conf, "enable.idempotence": True, "acks": "all"})
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from core.acl import Grant, markdown_rows
 from detector.settings import DetectorSettings
+from incidents.console.settings import ConsoleSettings
 from incidents.feedback import FeedbackSettings, VerdictListSettings
 from incidents.settings import IncidentSettings
 from producer.settings import ProducerSettings
@@ -31,6 +32,7 @@ def services() -> list[tuple[str, list[Grant]]]:
         ("incident service", IncidentSettings.model_construct().acls()),
         ("`incidents feedback`", FeedbackSettings.model_construct(incident="-").acls()),
         ("`incidents verdicts`", VerdictListSettings.model_construct().acls()),
+        ("`incidents console`", ConsoleSettings.model_construct().acls()),
         ("`training train --from-topic kdd-connections`",
          TrainSettings.model_construct(from_topic="kdd-connections").acls()),
     ]

@@ -6,7 +6,7 @@
 # Prometheus or container engine).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-EXTRAS="dev,training,serving"
+EXTRAS="dev,training,serving,console"
 DEMO=0
 if [ "${1:-}" = "--demo" ]; then
   EXTRAS="training,serving"
@@ -23,7 +23,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 stamp=".venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
-full_stamp="$stamp-dev,training,serving"
+full_stamp="$stamp-dev,training,serving,console"
 if [ ! -f "$stamp-$EXTRAS" ] && [ ! -f "$full_stamp" ]; then
   echo "setup: installing the project with its $EXTRAS extras into .venv (first run downloads TensorFlow)" >&2
   .venv/bin/python -m pip install --quiet --upgrade pip
@@ -64,6 +64,15 @@ fi
 if command -v podman >/dev/null && ! command -v debootstrap >/dev/null && command -v apt-get >/dev/null \
     && [ "$(id -u)" = 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq runc debootstrap >/dev/null
+fi
+# Chromium (Debian package) for the console's browser test; Playwright drives it (no browser download).
+if ! command -v chromium >/dev/null; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "setup: installing chromium from Debian packages (the console's browser test)" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "setup: chromium missing and cannot apt-get install it (not root?); the console's browser test will fail" >&2
+  fi
 fi
 if command -v mvn >/dev/null; then
   .venv/bin/python deploy/kafka/local_kafka.py fetch >/dev/null

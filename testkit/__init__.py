@@ -12,6 +12,7 @@ from testkit.cluster import QUIET_TF, REPO, broker, create_topics, unique, wait_
 from testkit.expected import ensure_bundle, expected_replay_alerts, offline_alert_ids
 from testkit.metrics import rss_bytes, scrape, total
 from testkit.services import (
+    ConsoleProcess,
     DetectorProcess,
     IncidentProcess,
     ServiceProcess,
@@ -32,7 +33,8 @@ from testkit.topics import (
 )
 
 __all__ = [
-    "QUIET_TF", "REPO", "DetectorProcess", "IncidentProcess", "ServiceProcess", "alert_docs", "alert_latencies",
+    "QUIET_TF", "REPO", "ConsoleProcess", "DetectorProcess", "IncidentProcess", "ServiceProcess", "alert_docs",
+    "alert_latencies",
     "alert_timing", "assert_alerted", "broker", "committed_all", "committed_count", "create_topics", "drain",
     "ensure_bundle", "expected_replay_alerts", "latest_incidents", "offline_alert_ids", "produce_rows",
     "producer_args", "replay_summary", "rss_bytes", "scrape", "start_replay", "total", "unique", "wait_until",

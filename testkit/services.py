@@ -139,6 +139,20 @@ class IncidentProcess(ServiceProcess):
                           "--metrics-host", "127.0.0.1", *extra], port, log_path, env)
 
 
+class ConsoleProcess(ServiceProcess):
+    """``python -m incidents console`` over an incident service's topics."""
+
+    name = "console"
+
+    def __init__(self, bootstrap: str, incidents: IncidentProcess, *extra: str, log_path: Path | None = None,
+                 port: int | None = None, env: dict[str, str] | None = None) -> None:
+        port = port or free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        super().__init__([sys.executable, "-m", "incidents", "console", "--bootstrap-servers", bootstrap,
+                          "--incident-topic", incidents.topics["incident"], "--feedback-topic",
+                          incidents.topics["feedback"], "--port", str(port), *extra], port, log_path, env)
+
+
 def producer_args(bootstrap: str, topic: str, data_path: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "producer", "--bootstrap-servers", bootstrap, "--topic", topic, "--data",
             str(data_path), "--no-progress", *extra]

@@ -13,6 +13,8 @@ import os
 import subprocess
 import sys
 import time
+import urllib.parse
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,11 +35,12 @@ from core.acl import Grant, required
 from core.kafka_io import read_to_end
 from deploy.kafka import local_kafka
 from detector.settings import DetectorSettings
+from incidents.console.settings import ConsoleSettings
 from incidents.feedback import FeedbackSettings, VerdictListSettings
 from incidents.settings import IncidentSettings
 from producer.settings import ProducerSettings
 from testkit import REPO, DetectorProcess, wait_until
-from testkit.services import IncidentProcess
+from testkit.services import ConsoleProcess, IncidentProcess
 from tests.conftest import own_cluster
 from training.settings import TrainSettings
 
@@ -54,7 +57,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local_kafka.Lo
 
 
 PASSWORD = f"pw-{uuid.uuid4().hex}"
-USERS = [f"u{i}" for i in range(40)]
+USERS = [f"u{i}" for i in range(60)]
 _free_users = iter(USERS)
 
 
@@ -199,6 +202,21 @@ def test_each_service_works_with_exactly_its_grants(cluster: local_kafka.LocalKa
     assert listed.returncode == 0, listed.stderr[-3000:]
     assert "least privilege" in listed.stdout
 
+    # the console: lists the incidents and marks one benign (a plain form post, as a browser sends it)
+    cs = ConsoleSettings(incident_topic=inc.incident_topic, feedback_topic=inc.feedback_topic)
+    user = grant(cluster, required(cs.acls()))
+    with ConsoleProcess(bootstrap, svc, *auth_args(cluster, user)[2:], log_path=tmp_path / "console.log",
+                        env={"KAFKA_SASL_PASSWORD": PASSWORD}) as console:
+        assert incidents[-1]["incident_id"] in console.get("/")[1]
+        form = urllib.parse.urlencode({"analyst": "cy", "reason": "console", "hours": "1"}).encode()
+        with urllib.request.urlopen(f"{console.url}/incidents/{incidents[-1]['incident_id']}/benign", form,
+                                    timeout=30) as page:  # noqa: S310 - the redirect is followed to the detail
+            assert page.status == 200 and "Marked benign by cy" in page.read().decode()
+        assert console.stop() == 0
+    verdicts = [json.loads(m.value()) for m in read_to_end(cluster.client_config("broker", BROKER_PASSWORD),
+                                                           inc.feedback_topic)]
+    assert [v["analyst"] for v in verdicts][-1] == "cy"
+
     # retraining from the stream, leaving out what was alerted on
     t = TrainSettings(from_topic=n.input, alert_topic=n.alerts, out=tmp_path / "retrained")
     trained = run("training train", *auth_args(cluster, grant(cluster, t.acls())), "--from-topic", n.input,
@@ -282,6 +300,14 @@ def test_feedback_and_retraining_without_a_grant_exit_3_naming_it(cluster: local
     for dropped, rest in _without(vl.acls()):
         result, took = timed("incidents verdicts", *auth_args(cluster, grant(cluster, rest)), "--feedback-topic",
                              vl.feedback_topic, "--state-topic", vl.state_topic)
+        _denied(result, dropped, took)
+    topics(cluster, f"{n.alerts}.incidents", partitions=1)
+    cs = ConsoleSettings(incident_topic=f"{n.alerts}.incidents", feedback_topic=fb.feedback_topic,
+                         state_topic=f"{n.alerts}.state")
+    for dropped, rest in _without(cs.acls()):
+        result, took = timed("incidents console", *auth_args(cluster, grant(cluster, rest)), "--incident-topic",
+                             cs.incident_topic, "--feedback-topic", cs.feedback_topic, "--state-topic",
+                             str(cs.state_topic), "--port", "0")
         _denied(result, dropped, took)
     t = TrainSettings(from_topic=n.input, alert_topic=n.alerts, out=tmp_path / "m")
     for dropped, rest in _without(t.acls()):
