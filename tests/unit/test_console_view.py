@@ -1,0 +1,77 @@
+"""The console's view of the incident topic: hostile records are counted and left out (never fatal, never shown
+half-parsed), tombstones forget, memory stays bounded with open incidents kept first; and its token parsing."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from incidents.alert_input import alert_from_doc
+from incidents.book import IncidentBook
+from incidents.console.auth import presented_token
+from incidents.console.view import IncidentView
+from tests.unit.test_triage import T0, doc
+
+
+def records(n: int) -> list[dict]:
+    """n incidents of distinct signatures, as the service writes them."""
+    book = IncidentBook(gap_ms=300_000)
+    out = []
+    for i in range(n):
+        d = doc(i, T0 + i, severity=1.0 + i % 40) | {"categories": {"protocol_type": "tcp", "service": f"s{i}",
+                                                                      "flag": "SF"}}
+        out += [inc.to_dict() for inc in book.add(alert_from_doc(d, T0 + i)).changed]
+    return out
+
+
+def test_records_tombstones_and_hostile_values() -> None:
+    view = IncidentView(max_incidents=100)
+    good = records(3)
+    for r in good:
+        view.apply(r["incident_id"].encode(), json.dumps(r).encode())
+    assert len(view) == 3 and view.unreadable == 0
+    hostile = [b"null", b"[]", b"1", b"{", b"\xff\xfe", json.dumps(good[0] | {"priority": "high"}).encode(),
+               json.dumps(good[0] | {"alerts": 1e400}).encode().replace(b"Infinity", b"1e400"),
+               json.dumps(good[0] | {"status": "pwned"}).encode(), json.dumps({"schema": good[0]["schema"]}).encode(),
+               b"[" * 100_000]
+    for value in hostile:
+        view.apply(b"x", value)
+    assert view.unreadable == len(hostile) and len(view) == 3
+    assert view.get(good[0]["incident_id"]).priority == good[0]["priority"]  # not overwritten by a forgery
+    view.apply(good[1]["incident_id"].encode(), None)
+    assert view.get(good[1]["incident_id"]) is None and len(view) == 2
+    ranked = view.ranked(include_closed=True)
+    assert [i.priority for i in ranked] == sorted((i.priority for i in ranked), reverse=True)
+
+
+def test_memory_is_bounded_and_open_incidents_are_kept_first() -> None:
+    view = IncidentView(max_incidents=100)
+    docs = records(400)
+    closed = [r | {"status": "closed", "incident_id": f"closed-{i}"} for i, r in enumerate(docs[:300])]
+    for r in [*docs[300:], *closed]:
+        view.apply(r["incident_id"].encode(), json.dumps(r).encode())
+    assert len(view) <= 110
+    assert all(view.get(r["incident_id"]) is not None for r in docs[300:])  # the 100 open ones survive
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000) | st.recursive(st.none() | st.booleans() | st.floats() | st.text(max_size=20),
+                                               lambda c: st.lists(c, max_size=5) | st.dictionaries(st.text(max_size=10),
+                                                                                                   c, max_size=5)
+                                               ).map(lambda v: json.dumps(v).encode()))
+def test_any_bytes_on_the_incident_topic_never_raise(value: bytes) -> None:
+    view = IncidentView(max_incidents=100)
+    view.apply(b"k", value)
+    assert len(view) + view.unreadable == 1
+
+
+def test_tokens_from_basic_and_bearer_headers() -> None:
+    basic = "Basic " + base64.b64encode(b"anyone:s3cr:et").decode()
+    assert presented_token(basic) == "s3cr:et"
+    assert presented_token("Bearer abc ") == "abc"
+    assert presented_token("Basic !!!not-base64") is None
+    assert presented_token("Basic " + base64.b64encode(b"\xff\xfe").decode()) is None
+    assert presented_token("Digest x") is None and presented_token("") is None
