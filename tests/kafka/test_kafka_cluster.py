@@ -126,7 +126,7 @@ def test_alert_topic_unavailable_pauses_input(cluster: local_kafka.LocalKafka, s
     working while no alert can be written: the detector must stop reading, hold its memory, and resume. At least
     once, the outage outlasts max.poll.interval.ms (7 s here): the consumer keeps polling, paused, and stays in
     its group (an evicted member would log its partitions revoked); /readyz says why it is not ready."""
-    rows = 100_000
+    rows = 50_000
     bootstrap = cluster.bootstrap_servers
     admin = AdminClient({"bootstrap.servers": bootstrap})
     data = read_records(kdd_path, limit=rows, keep_raw=True)
@@ -163,7 +163,13 @@ def test_alert_topic_unavailable_pauses_input(cluster: local_kafka.LocalKafka, s
             assert status == 503 and "outputs blocked" in why, (status, why)
             assert det.total("detector_output_errors_total") >= 3
             if mode == "at-least-once":
-                assert "revoked" not in (tmp_path / "d.log").read_text(), "evicted from the group during the outage"
+                # Losing node 3 may also cost the group its coordinator (where it lives depends on the group's
+                # name), which revokes once before the outage is seen; what must not happen is an eviction for not
+                # polling while the outputs are blocked
+                log_text = (tmp_path / "d.log").read_text()
+                assert "maximum poll interval" not in log_text, "evicted for not polling during the outage"
+                during = log_text[log_text.index("input paused"):]
+                assert "revoked" not in during, "evicted from the group during the outage"
             assert growth < 32 * 2**20, f"RSS grew {growth / 2**20:.1f} MiB while paused"
             print(f"{mode}: alert topic unavailable; RSS change while paused {growth / 2**20:+.1f} MiB")
 
