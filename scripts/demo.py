@@ -3,7 +3,9 @@ incidents on screen as they open and close.
 
 Environment: the services' own (a running cluster instead of a local broker, the bundle directory, the
 data file; see their ``--help``), and DEMO_RATE (records/s, default 2000), DEMO_LIMIT (records, default
-30000), DEMO_ANOMALY_FRACTION (default 0.01), DEMO_METRICS_PORT (the detector's, default 9108).
+30000), DEMO_ANOMALY_FRACTION (default 0.01), DEMO_METRICS_PORT (the detector's, default 9108), DEMO_CONSOLE
+(``--console``: also serve the triage console on 127.0.0.1:DEMO_CONSOLE_PORT, default 8090, and keep everything
+running after the summary until Ctrl-C, so the incidents can be triaged in a browser).
 """
 
 from __future__ import annotations
@@ -93,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="share of attacks in the replay [env DEMO_ANOMALY_FRACTION; default 0.01]")
     p.add_argument("--metrics-port", type=int, default=int(os.environ.get("DEMO_METRICS_PORT", "9108")),
                    help="the detector's metrics port [env DEMO_METRICS_PORT; default 9108]")
+    p.add_argument("--console", action=argparse.BooleanOptionalAction,
+                   default=os.environ.get("DEMO_CONSOLE", "").lower() in ("1", "true", "yes"),
+                   help="also serve the triage console and stay up until Ctrl-C [env DEMO_CONSOLE; default off]")
+    p.add_argument("--console-port", type=int, default=int(os.environ.get("DEMO_CONSOLE_PORT", "8090")),
+                   help="the console's port [env DEMO_CONSOLE_PORT; default 8090]")
     args = p.parse_args(argv)
     model = Path(os.environ.get(MODEL_DIR, REPO / "artifacts" / "model"))
     data = default_data_path()
@@ -122,7 +129,21 @@ def main(argv: list[str] | None = None) -> int:
                 f"{harness.total(m, 'detector_alerts_total'):.0f}, dead letters "
                 f"{harness.total(m, 'detector_dead_letters_total'):.0f}")
             det.stop()
+            if args.console:
+                serve_console(bootstrap, inc, args.console_port)
     return 0
+
+
+def serve_console(bootstrap: str, inc: harness.IncidentProcess, port: int) -> None:
+    """The triage console over the demo's incidents, until Ctrl-C (the incident service keeps running)."""
+    with harness.ConsoleProcess(bootstrap, inc, port=port) as console:
+        say(f"triage console: {console.url}/  (incidents best priority first; mark one benign, then see "
+            f"{console.url}/verdicts). Ctrl-C stops the demo")
+        try:
+            while console.alive():
+                time.sleep(1)
+        except KeyboardInterrupt:
+            say("stopping")
 
 
 if __name__ == "__main__":

@@ -2,14 +2,14 @@
 # Everything the demo and the tests need on a fresh machine: a virtualenv with the project and its dev
 # extras, and the Apache Kafka broker jars (Maven Central, cached outside the clone). Idempotent: re-runs
 # only reinstall when pyproject.toml changed.
-# `--demo`: only what the demo needs (the training and serving extras and the broker jars; no test tools,
+# `--demo`: only what the demo needs (the training, serving and console extras and the broker jars; no test tools,
 # Prometheus or container engine).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 EXTRAS="dev,training,serving,console"
 DEMO=0
 if [ "${1:-}" = "--demo" ]; then
-  EXTRAS="training,serving"
+  EXTRAS="training,serving,console"
   DEMO=1
 fi
 
