@@ -8,10 +8,11 @@ A record that fails names the field in its reason (``AlertError``), so the dead 
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
-import json
 import math
 from typing import Any
+
+from core import jsondoc
+from core.timebounds import TimeRangeError, check_ms, iso, parse_iso_ms
 
 MAX_TEXT = 256  # characters kept of a label, record id or topic name
 MAX_NAME = 64  # characters kept of a category or feature name or value
@@ -49,9 +50,9 @@ class AlertIn:
         """The alert as a bounded document (a few KB at most): what the suppressed topic and held state keep.
 
         It is itself a valid alert document; ``alert_at`` points at the original on the alert topic."""
-        when = dt.datetime.fromtimestamp(self.event_ms / 1000, dt.UTC).isoformat(timespec="milliseconds")
-        return {"schema": self.doc.get("schema") if isinstance(self.doc.get("schema"), str) else None,
-                "record_id": self.record_id, "source": self.source, "event_time": when,
+        schema = self.doc.get("schema")
+        return {"schema": schema[:MAX_NAME] if isinstance(schema, str) else None,
+                "record_id": self.record_id, "source": self.source, "event_time": iso(self.event_ms),
                 "severity": self.severity, "normal_rank": self.normal_rank, "threshold_fpr": self.threshold_fpr,
                 "categories": dict(self.category_items), "top_features": [{"feature": f} for f in self.features],
                 "label": self.label, "alert_at": self.at}
@@ -81,8 +82,8 @@ def parse_alert(value: bytes | None, fallback_ms: int, at: dict[str, Any] | None
     """Validate one alert-topic record; ``fallback_ms`` (the Kafka timestamp) stands in for a missing event time,
     ``at`` is the record's own topic, partition and offset."""
     try:
-        doc = json.loads(value or b"")
-    except (ValueError, RecursionError) as exc:
+        doc = jsondoc.loads(value or b"")
+    except ValueError as exc:
         raise AlertError("not_json", f"not a JSON document: {str(exc)[:200]}") from None
     return alert_from_doc(doc, fallback_ms, at)
 
@@ -146,17 +147,9 @@ def _coordinates(raw: Any, name: str) -> dict[str, Any]:
 
 
 def _event_ms(text: Any, fallback_ms: int) -> int:
-    if text is None or text == "":
-        return fallback_ms
-    if not isinstance(text, str) or len(text) > 64:
-        raise AlertError("bad_field", "event_time must be an ISO 8601 string")
     try:
-        when = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise AlertError("bad_field", f"event_time is not ISO 8601: {text!r}") from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
-    try:
-        return int(when.timestamp() * 1000)
-    except (OverflowError, OSError, ValueError):
-        raise AlertError("bad_field", f"event_time is out of range: {text!r}") from None
+        if text is None or text == "":
+            return check_ms(fallback_ms, "the record's Kafka timestamp (no event_time)")
+        return parse_iso_ms(text, "event_time")
+    except TimeRangeError as exc:
+        raise AlertError("bad_field", str(exc)) from None

@@ -77,6 +77,7 @@ class Incident:
         self.severity_sum += alert.severity
         self.max_severity = max(self.max_severity, alert.severity)
         self.rarity += rarity(alert.normal_rank, alert.threshold_fpr)
+        self.first_seen_ms = min(self.first_seen_ms, event_ms)  # a late alert can be the earliest
         self.last_seen_ms = max(self.last_seen_ms, event_ms)
         minute = event_ms - event_ms % 60_000
         if minute > self.minute_start:
@@ -145,6 +146,7 @@ class Filing:
     suppressed: list[tuple[dict[str, Any], str]] = dataclasses.field(default_factory=list)  # (alert doc, rule id)
     rules: set[str] = dataclasses.field(default_factory=set)
     held: bool = False
+    late: int = 0  # alerts more than the gap behind stream time when filed
     filed: int = 0  # alerts added to incidents (more than one when a broken verdict releases what it held)
     over_verdict: int = 0
     paged: int = 0  # incidents that became pages
@@ -176,10 +178,20 @@ class IncidentBook:
 
     # ------------------------------------------------------------------ restore
     def restore(self, incident: Incident) -> None:
+        """Apply one incident record read from the compacted topic, oldest first. Compaction is lazy, so the
+        topic can hold several records of one incident: the latest wins, and an earlier open copy must not stay
+        behind as the open incident of its signature (issue 31 item 8: a resolved incident came back open)."""
+        self.forget(incident.incident_id)
         self.incidents[incident.incident_id] = incident
         if incident.status != CLOSED:
             self.open[incident.signature] = incident
         self.stream_ms = max(self.stream_ms, incident.last_seen_ms)
+
+    def forget(self, incident_id: str) -> None:
+        """Drop an incident (a tombstone read at restore, or a newer record replacing it)."""
+        old = self.incidents.pop(incident_id, None)
+        if old is not None and self.open.get(old.signature) is old:
+            del self.open[old.signature]
 
     def restore_rule(self, rule: Rule) -> None:
         self.rules[rule.verdict_id] = rule
@@ -212,6 +224,8 @@ class IncidentBook:
 
     def _file(self, alert: AlertIn, event_ms: int, exceeds: str | None, filing: Filing) -> None:
         sig = signature(alert)
+        if event_ms < self.stream_ms - self.gap_ms:
+            filing.late += 1
         current = self.open.get(sig)
         if current is not None and event_ms - current.last_seen_ms > self.gap_ms:
             filing.changed.append(self._close(current))
@@ -222,8 +236,7 @@ class IncidentBook:
             if len(self.open) >= self.limits.max_open:  # e.g. a flood of random signatures
                 filing.changed.append(self._close(next(iter(self.open.values()))))
                 filing.crowded_out += 1
-            digest = hashlib.sha1("|".join(sig).encode()).hexdigest()[:10]
-            current = Incident(f"inc-{digest}-{event_ms}", sig, kind(alert), event_ms, event_ms)
+            current = Incident(self._new_id(sig, event_ms), sig, kind(alert), event_ms, event_ms)
             self.open[sig] = current
             self.incidents[current.incident_id] = current
         current.add(alert, event_ms, self.gap_ms, exceeds)
@@ -238,6 +251,19 @@ class IncidentBook:
                 filing.paged += 1
         filing.changed.append(current)
 
+    def _new_id(self, sig: tuple[str, ...], event_ms: int) -> str:
+        """An id no incident in the book has: the signature's digest and the first alert's time, with a counter
+        when that is taken. A back-dated alert, or one reusing an incident's first timestamp, used to recreate
+        an existing id and overwrite that incident on the compacted topic (issue 31 item 9). The counter is a
+        function of the book alone, so a restarted service picks the same ids."""
+        digest = hashlib.sha1("|".join(sig).encode("utf-8", "replace")).hexdigest()[:10]
+        base = f"inc-{digest}-{event_ms}"
+        candidate, n = base, 1
+        while candidate in self.incidents or candidate in self.rules:
+            n += 1
+            candidate = f"{base}-{n}"
+        return candidate
+
     def _trailing_hour(self) -> list[Incident]:
         since = self.stream_ms - HOUR_MS
         return [inc for inc in self.incidents.values() if inc.last_seen_ms > since and inc.resolution is None]
@@ -248,10 +274,13 @@ class IncidentBook:
         quiet = [inc for inc in self.open.values() if self.stream_ms - inc.last_seen_ms > self.gap_ms]
         return [self._close(inc) for inc in quiet]
 
-    def advance(self, now_ms: int) -> list[Incident]:
-        """Move stream time forward without alerts (an idle input), then close what went quiet."""
-        self.stream_ms = max(self.stream_ms, now_ms)
-        return self.close_quiet()
+    def close_idle(self, now_ms: int, lateness_ms: int) -> list[Incident]:
+        """Close every open incident whose last alert is more than the gap *and* the allowed lateness behind the
+        wall clock ``now_ms``: what an idle input does. Stream time itself is left alone: it comes from the
+        alerts only, so a service that idled (a topic not yet created, a detector that lags) never files the
+        alerts that arrive afterwards into incidents that are already past (issue 31 item 10)."""
+        horizon = now_ms - self.gap_ms - lateness_ms
+        return [self._close(inc) for inc in list(self.open.values()) if inc.last_seen_ms < horizon]
 
     def settle_rules(self) -> tuple[list[tuple[dict[str, Any], str]], set[str], set[str]]:
         """Suppress for good what rules held in windows stream time has passed; drop expired rules.
@@ -301,8 +330,9 @@ class IncidentBook:
         existing = self.rules.get(verdict.incident_id)
         if existing is not None and existing.decided_ms == verdict.decided_ms:
             return "duplicate", existing
-        decided = verdict.decided_ms or self.stream_ms
-        until = min(verdict.until_ms, max(decided, self.stream_ms) + self.limits.max_verdict_ms)
+        # the longest duration counts from stream time, never from a decided_ms the sender chose: a verdict
+        # stamped in a far year would otherwise last until then (issue 31 item 13)
+        until = min(verdict.until_ms, self.stream_ms + self.limits.max_verdict_ms)
         if until < self.stream_ms:
             return "expired", None
         if existing is None and len(self.rules) >= self.limits.max_rules:

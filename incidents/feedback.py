@@ -10,7 +10,6 @@ topic may mute alerts: grant that ACL to analysts only.
 
 from __future__ import annotations
 
-import datetime as dt
 import getpass
 import json
 import time
@@ -20,6 +19,7 @@ from confluent_kafka import Producer
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from core import jsondoc, timebounds
 from core.acl import Grant, require, topic
 from core.kafka import KafkaSettings, check_connection
 from core.kafka_io import read_to_end
@@ -109,7 +109,7 @@ def verdicts(s: VerdictListSettings) -> list[dict[str, Any]]:
     out = []
     for msg in read_to_end(conf, s.feedback_topic):
         try:
-            doc = json.loads(msg.value() or b"")
+            doc = jsondoc.loads(msg.value() or b"")
             if not isinstance(doc, dict):
                 raise ValueError("not an object")
         except ValueError:
@@ -134,9 +134,11 @@ def verdicts(s: VerdictListSettings) -> list[dict[str, Any]]:
 
 
 def _iso(ms: Any) -> str | None:
-    if not isinstance(ms, int | float) or not 0 <= ms < 253_402_300_799_000:
+    """A verdict time for the listing; "invalid" for a time outside the accepted range (``core.timebounds``)."""
+    if ms is None:
         return None
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="seconds")
+    text = timebounds.iso(ms)
+    return text[:19] + "Z" if text is not None else "invalid"
 
 
 def table(rows: list[dict[str, Any]]) -> str:

@@ -23,6 +23,9 @@ class IncidentMetrics:
                           "(then suppressed, or filed if the window passes the verdict's rate)", registry=r)
         self.over_verdict = Counter("incidents_over_verdict_alerts_total", "Alerts of a muted kind filed because they "
                                     "came faster than the verdict covered", registry=r)
+        self.late = Counter("incidents_late_alerts_total", "Alerts filed more than the gap behind stream time (the "
+                            "latest event time seen): counted, filed into an incident of their own signature, "
+                            "never dropped", registry=r)
         self.crowded_out = Counter("incidents_crowded_out_total", "Open incidents closed early because "
                                    "--max-open-incidents were open (a flood of new signatures)", registry=r)
         self.paged = Counter("incidents_paged_total", "Incidents that paged an analyst", registry=r)

@@ -15,8 +15,6 @@ with the same transactional id fences the first. After aggregation the volume is
 
 from __future__ import annotations
 
-import datetime as dt
-import json
 import logging
 import threading
 import time
@@ -24,7 +22,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from core import events, headers
+from core import events, headers, jsondoc, timebounds
 from core.acl import require
 from core.health import HealthServer
 from core.kafka import access_denied, check_connection, ensure_topic, is_authorization_error
@@ -127,25 +125,11 @@ class IncidentService:
                  len(self.book.incidents), len(self.book.open), len(self.book.rules), self.book.budget.line)
 
     def _restore(self, conf: dict[str, Any]) -> None:
-        """The book as the last committed transaction left it: incidents, then verdicts in force and the budget.
-
-        Verdicts are not re-read from the feedback topic: the consumer group's committed offset covers the ones
-        already applied, whose state (rate windows, held alerts) is on the state topic."""
+        """The book as the last committed transaction left it (``state.restore``). Verdicts are not re-read from
+        the feedback topic: the committed offset covers the ones applied, whose state is on the state topic."""
         s = self.settings
-        for msg in read_to_end(conf, s.incident_topic):
-            if msg.value() is None:
-                continue  # a tombstone: a pruned incident
-            try:
-                self.book.restore(Incident.from_dict(json.loads(msg.value())))
-            except state.BAD_STATE as exc:
-                self._bad_state(s.incident_topic, msg, exc)
-        for msg in read_to_end(conf, s.state):
-            if msg.value() is None:
-                continue
-            try:
-                state.apply(self.book, msg.value())
-            except state.BAD_STATE as exc:
-                self._bad_state(s.state, msg, exc)
+        state.restore(self.book, s.incident_topic, read_to_end(conf, s.incident_topic), s.state,
+                      read_to_end(conf, s.state), self._bad_state)
         self._gauges()
 
     def _bad_state(self, topic: str, msg: Message, exc: Exception) -> None:
@@ -174,13 +158,8 @@ class IncidentService:
         assert self.consumer is not None and self.producer is not None
         msgs = records(self.consumer.consume(self.settings.batch_size, 0.5), self.conf)
         if not msgs:
-            idle = time.monotonic() - self.last_input
-            if idle >= self.settings.idle_close_s:
-                self.book.advance(int(time.time() * 1000))
-                outputs = self._housekeeping({})
-                if outputs:
-                    self._commit(outputs, [])
-                    self._gauges()
+            if time.monotonic() - self.last_input >= self.settings.idle_close_s:
+                self._close_idle()
             return 0
         self.last_input = time.monotonic()
         outputs: list[Output] = []
@@ -195,6 +174,14 @@ class IncidentService:
         self._commit(outputs, next_offsets(msgs))
         self._gauges()
         return len(msgs)
+
+    def _close_idle(self) -> None:
+        """An idle input: close (and publish: issue 31 item 7) what is quiet by the wall clock and the lateness."""
+        closed = self.book.close_idle(int(time.time() * 1000), int(self.settings.allowed_lateness_s * 1000))
+        outputs = self._housekeeping({inc.incident_id: inc for inc in closed})
+        if outputs:
+            self._commit(outputs, [])
+            self._gauges()
 
     def _housekeeping(self, changed: dict[str, Incident], rules: set[str] | None = None) -> list[Output]:
         """Close quiet incidents, settle verdict windows, prune; the records all that changed."""
@@ -233,7 +220,7 @@ class IncidentService:
             log.warning("unreadable alert at %s[%d]@%d: %s", msg.topic(), msg.partition(), msg.offset(), exc)
             self._count(m.unreadable.labels(reason=exc.reason))
             return [_dead_letter(self.settings.dead_letter_topic, msg, exc)]
-        alert, clamped = clamp_future(alert, int(time.time() * 1000), int(self.settings.max_future_skew_s * 1000))
+        alert, clamped = clamp_future(alert, int(time.time() * 1000), self.settings.future_skew_ms)
         if clamped:
             self._count(m.future)
         filing = self.book.add(alert)
@@ -242,6 +229,7 @@ class IncidentService:
         self._count(m.over_verdict, filing.over_verdict)
         self._count(m.paged, filing.paged)
         self._count(m.crowded_out, filing.crowded_out)
+        self._count(m.late, filing.late)
         for inc in filing.changed:
             if inc.alerts == 1 and inc.incident_id not in changed:
                 self._count(m.opened)
@@ -262,8 +250,8 @@ class IncidentService:
     def _verdict(self, msg: Message, changed: dict[str, Incident], rules: set[str]) -> None:
         m = self.metrics
         try:
-            verdict = VerdictDoc.parse(json.loads(msg.value() or b""))
-        except (ValueError, RecursionError) as exc:
+            verdict = VerdictDoc.parse(jsondoc.loads(msg.value() or b""))
+        except ValueError as exc:
             log.warning("ignoring an unreadable verdict at offset %d: %s", msg.offset(), str(exc)[:300])
             self._count(m.verdicts.labels(outcome="unreadable"))
             return
@@ -280,7 +268,7 @@ class IncidentService:
         changed[verdict.incident_id] = self.book.incidents[verdict.incident_id]
         log.info("incident %s marked benign by %r: alerts of kind %s up to severity %.3g and %d per minute "
                  "suppressed until %s", verdict.incident_id, verdict.analyst, "/".join(rule.kind), rule.max_severity,
-                 rule.allowance, dt.datetime.fromtimestamp(rule.until_ms / 1000, dt.UTC).isoformat(timespec="seconds"))
+                 rule.allowance, timebounds.iso(rule.until_ms))
 
     def _record(self, inc: Incident) -> Output:
         if inc.status == "closed":
@@ -306,7 +294,7 @@ class IncidentService:
 
         def write() -> None:
             for out in outputs:
-                produce(producer, out[0], out[2], out[1].encode() if out[1] else None,
+                produce(producer, out[0], out[2], jsondoc.key_bytes(out[1]) if out[1] else None,
                         out[3] if len(out) > 3 else None, on_delivery)  # type: ignore[misc]
 
         try:

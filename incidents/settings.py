@@ -34,8 +34,12 @@ class IncidentSettings(Settings):
                                   description="stable id: a restarted instance fences its predecessor at once")
     gap_s: float = Field(300.0, gt=0, le=86_400 * 7,
                          description="alerts of one signature further apart than this (event time) are two incidents")
-    idle_close_s: float = Field(60.0, gt=0, description="with no alerts for this long (wall clock), time moves on "
-                                                        "so quiet incidents still close")
+    idle_close_s: float = Field(60.0, gt=0, description="with no alerts for this long (wall clock), incidents quiet "
+                                "for longer than the gap plus the allowed lateness (wall clock) are closed")
+    allowed_lateness_s: float = Field(300.0, ge=0, le=86_400 * 7, description="how far behind the wall clock alerts "
+                                      "may arrive (detector lag, a late topic) without changing incidents: an idle "
+                                      "service closes an incident only once its last alert is the gap plus this "
+                                      "behind the wall clock; stream time itself only moves with alerts")
     page_budget: int = Field(20, ge=1, le=10_000, description="incidents that may page an analyst per hour of event "
                              "time; the rest wait in the review queue")
     min_priority: float = Field(2.0, ge=0, le=1_000, description="the page line's floor: -log10 of the combined "
@@ -54,9 +58,10 @@ class IncidentSettings(Settings):
                                "and closed); past it the oldest closed ones are forgotten and tombstoned")
     retention_s: float = Field(7 * 86_400.0, gt=0, le=365 * 86_400, description="closed incidents are forgotten "
                                "(tombstoned on the incident topic) this long after their last alert")
-    max_future_skew_s: float = Field(300.0, ge=0, le=86_400, description="an alert whose event time is further "
-                                     "ahead of the wall clock than this is filed as happening now (counted), so "
-                                     "one forged timestamp cannot close every open incident")
+    max_future_skew_s: float = Field(10.0, ge=0, le=86_400, description="an alert whose event time is further "
+                                     "ahead of the wall clock than this (and than a tenth of the gap) is filed as "
+                                     "happening now (counted), so one forged timestamp moves stream time, and so "
+                                     "closes incidents, at most that much early")
     batch_size: int = Field(5000, ge=1, le=100_000, description="max alerts per transaction")
     metrics_port: int = Field(9110, ge=0, le=65_535, description="port for /metrics, /healthz, /readyz")
     metrics_host: str = Field("0.0.0.0", description="address to serve metrics on")  # noqa: S104
@@ -70,6 +75,12 @@ class IncidentSettings(Settings):
                              f"{self.describe('feedback_topic')}, {self.describe('suppressed_topic')}, "
                              f"{self.describe('dlq_topic')} and {self.describe('state_topic')} must all differ")
         return self
+
+    @property
+    def future_skew_ms(self) -> int:
+        """The skew in force: never more than a tenth of the gap. A skew as large as the gap let one alert stamped
+        just under it close every open incident at once (issue 31 item 11)."""
+        return int(min(self.max_future_skew_s, self.gap_s / 10) * 1000)
 
     @property
     def state(self) -> str:

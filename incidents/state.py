@@ -9,11 +9,13 @@ caller skips and counts it: a bad state record never stops the service from star
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from incidents.book import IncidentBook
+from confluent_kafka import Message
+
+from core import jsondoc
+from incidents.book import Incident, IncidentBook
 from incidents.verdicts import Rule
 
 STATE_SCHEMA = "kdd-incident-state/1"
@@ -41,7 +43,7 @@ def budget_record(book: IncidentBook) -> tuple[str, bytes]:
 
 def apply(book: IncidentBook, value: bytes) -> None:
     """Apply one state record to a book being restored; raises on a record of another shape."""
-    doc = json.loads(value)
+    doc = jsondoc.loads(value)
     if not isinstance(doc, dict) or doc.get("schema") != STATE_SCHEMA:
         raise ValueError(f"not a {STATE_SCHEMA} record")
     if doc["type"] == "rule":
@@ -50,6 +52,32 @@ def apply(book: IncidentBook, value: bytes) -> None:
         book.budget.restore(doc["budget"])
     else:
         raise ValueError(f"unknown state record type {doc['type']!r}")
+
+
+def restore(book: IncidentBook, incident_topic: str, incident_records: Iterable[Message], state_topic: str,
+            state_records: Iterable[Message], bad: Callable[[str, Message, Exception], None]) -> None:
+    """Rebuild ``book`` from its two compacted topics read to their end: incidents, then verdicts in force and the
+    budget. Compaction is lazy, so a key can appear several times: the latest record wins, and a tombstone after
+    an earlier record removes what that record restored (a pruned incident, an expired verdict). A record this
+    version cannot read is handed to ``bad`` (logged and counted) and skipped."""
+    for msg in incident_records:
+        if msg.value() is None:
+            book.forget((msg.key() or b"").decode("utf-8", "replace"))
+            continue
+        try:
+            book.restore(Incident.from_dict(jsondoc.loads(msg.value())))
+        except BAD_STATE as exc:
+            bad(incident_topic, msg, exc)
+    for msg in state_records:
+        key = (msg.key() or b"").decode("utf-8", "replace")
+        if msg.value() is None:
+            if key.startswith(RULE_PREFIX):
+                book.rules.pop(key[len(RULE_PREFIX):], None)
+            continue
+        try:
+            apply(book, msg.value())
+        except BAD_STATE as exc:
+            bad(state_topic, msg, exc)
 
 
 def verdicts_in_force(records: Iterable[tuple[bytes | None, bytes | None]]) -> dict[str, dict[str, Any]]:
@@ -65,11 +93,13 @@ def verdicts_in_force(records: Iterable[tuple[bytes | None, bytes | None]]) -> d
         out.pop(rule_id, None)
         if value is not None:
             try:
-                out[rule_id] = Rule.from_dict(json.loads(value)["rule"]).audit()
+                out[rule_id] = Rule.from_dict(jsondoc.loads(value)["rule"]).audit()
             except BAD_STATE:
                 continue
     return out
 
 
 def encode(doc: dict[str, Any]) -> bytes:
-    return json.dumps(doc, separators=(",", ":")).encode()
+    """A state, incident, suppressed-alert or OCSF record as written: bounded by the one output rule
+    (``core.jsondoc.bound``), so no field a hostile alert filled can make it too large for the broker."""
+    return jsondoc.dumps(doc)

@@ -25,6 +25,8 @@ import dataclasses
 import math
 from typing import Any
 
+from core.timebounds import TimeRangeError, check_ms
+
 WINDOW_MS = 60_000
 MAX_ALLOWANCE = 100_000  # alerts per window a verdict can cover at most
 HOLD_MAX = 100  # alerts held per rule at most: beyond, matching alerts within the allowance are suppressed at once
@@ -69,11 +71,10 @@ def _epoch_ms(raw: dict[str, Any], name: str, required: bool = True) -> int | No
     value = raw.get(name)
     if value is None and not required:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise VerdictError(f"{name} must be a finite number of epoch milliseconds, got {value!r:.40}")
-    if not 0 <= value <= 253_402_300_799_000:  # up to 9999-12-31
-        raise VerdictError(f"{name} is out of range: {value!r:.40}")
-    return int(value)
+    try:
+        return check_ms(value, name)  # 1970-2100: a verdict stamped in year 9999 is refused, not kept until then
+    except TimeRangeError as exc:
+        raise VerdictError(str(exc)) from None
 
 
 def rate_upper_bound(alerts: int) -> float:

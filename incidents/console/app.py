@@ -12,7 +12,6 @@ analyst's browser), and with a token set every request needs it (``incidents.con
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -24,6 +23,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from pydantic import ValidationError
 
+from core import timebounds
 from incidents.console.auth import guard
 from incidents.console.settings import ConsoleSettings
 from incidents.console.view import IncidentView
@@ -34,9 +34,8 @@ LIVE_REFRESH_S = 3
 
 
 def _time(ms: Any) -> str:
-    if not isinstance(ms, int | float) or not 0 <= ms < 253_402_300_799_000:
-        return "?"
-    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+    text = timebounds.iso(ms)
+    return "?" if text is None else text[:19].replace("T", " ")
 
 
 def create_app(s: ConsoleSettings, view: IncidentView, producer: Producer) -> FastAPI:

@@ -9,13 +9,13 @@ closed incidents seen longest ago are dropped from the view (the topic still has
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
+from core import jsondoc
 from core.kafka import access_denied, is_authorization_error
 from core.kafka_io import records
 from incidents.book import CLOSED, Incident
@@ -43,7 +43,7 @@ class IncidentView:
                 with self._lock:
                     self._incidents.pop((key or b"").decode("utf-8", "replace"), None)
             else:
-                inc = Incident.from_dict(json.loads(value))
+                inc = Incident.from_dict(jsondoc.loads(value))
                 with self._lock:
                     self._incidents[inc.incident_id] = inc
                     if len(self._incidents) > self.max_incidents * 1.1:

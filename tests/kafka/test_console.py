@@ -62,7 +62,8 @@ def test_triage_in_a_browser_list_detail_mark_benign_and_suppression(kafka_boots
     topic, alerts, ocsf_topic = make_topic("console-in"), make_topic("console-alerts"), make_topic("console-ocsf")
     n_alerts = replayed_alerts(kafka_bootstrap, topic, alerts, small_bundle, kdd_path, tmp_path)
     assert n_alerts >= 20, "the replay must raise alerts for the console to show"
-    with IncidentProcess(kafka_bootstrap, alerts, "--idle-close-s", "3600", "--ocsf-topic", ocsf_topic,
+    with IncidentProcess(kafka_bootstrap, alerts, "--idle-close-s", "3600", "--ocsf-topic", ocsf_topic, "--gap-s",
+                         "3600", "--max-future-skew-s", "300",
                          log_path=tmp_path / "incidents.log") as svc:
         wait_until(lambda: svc.total("incidents_alerts_total") >= n_alerts, 120, "every alert filed")
         incidents = latest_incidents(kafka_bootstrap, svc.topics["incident"])

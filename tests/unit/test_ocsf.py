@@ -51,7 +51,7 @@ def test_alerts_and_incidents_through_their_life_are_valid_findings(validators: 
     inc = max(book.incidents.values(), key=lambda i: i.alerts)  # severities span several buckets
     assert book.mark_benign(VerdictDoc(inc.incident_id, T0 + 3_600_000, T0 + 40_000, "ann", "lab scan"))[0] == "applied"
     findings.append(ocsf.incident_finding(inc.to_dict(), created=False))
-    book.advance(T0 + 3_600_000)
+    book.close_idle(T0 + 3_600_000, 0)
     closed = ocsf.incident_finding(inc.to_dict(), created=False)
     findings.append(closed)
     suppressed = ocsf.detection_finding(doc(99, T0, severity=2.0), T0, suppressed_by=inc.incident_id)
