@@ -28,7 +28,7 @@ def test_lone_surrogates_are_replaced_wherever_they_are_read(raw: str) -> None:
     doc_ = jsondoc.loads(f'{{{raw}: [{raw}, {{"k": {raw}}}]}}'.encode())
     encoded = json.dumps(doc_, ensure_ascii=False).encode("utf-8")  # would raise UnicodeEncodeError before
     assert "\ufffd" in encoded.decode()
-    assert jsondoc.loads(b'"\xed\xa0\x80"') == "\ufffd\ufffd\ufffd"  # raw surrogate bytes (json decodes with surrogatepass)
+    assert jsondoc.loads(b'"\xed\xa0\x80"') == "\ufffd\ufffd\ufffd"  # raw surrogate bytes
 
 
 @pytest.mark.parametrize("raw", SURROGATES)
@@ -89,7 +89,8 @@ def test_a_verdict_stamped_in_a_far_year_is_refused_and_its_length_counts_from_s
 
 # ------------------------------------------------------------------------------------------ outputs
 huge = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5000),
-                    lambda kids: st.lists(kids, max_size=40) | st.dictionaries(st.text(max_size=300), kids, max_size=40),
+                    lambda kids: st.lists(kids, max_size=40)
+                    | st.dictionaries(st.text(max_size=300), kids, max_size=40),
                     max_leaves=400)
 
 
