@@ -74,6 +74,9 @@ class Columns:
                 text[j] = arranged
 
 
+MAX_LINE_CHARS = 64 * 1024  # a data line longer than this is malformed, whatever its fields
+
+
 def default_data_path() -> Path:
     """The path in the data variable (:data:`DATA_ENV`) if set, else the shared 10% file beside the repository,
     else the copy ``python -m core.datasets`` fetched into the cache (the shared path when neither exists, so
@@ -253,6 +256,9 @@ def parse_lines(
     line_no = np.arange(first_line, first_line + n)
     reasons = np.full(n, None, dtype=object)
     text = _decode_all(lines, reasons)
+    for j in np.flatnonzero(np.fromiter(map(len, text), dtype=np.int64, count=n) > MAX_LINE_CHARS):
+        reasons[j] = f"line longer than the {MAX_LINE_CHARS}-character limit"
+        text[j] = ""  # a record is a few hundred characters: a 2 MB field is never sent (issue 31 item 18)
     if columns is not None:
         n_fields = schema.n_features + columns.labelled
         columns.arrange_all(text, reasons)

@@ -110,6 +110,7 @@ def add_arguments(parser: argparse.ArgumentParser | Any, cls: type[Settings], *,
         extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
         secret = _is(info.annotation, SecretStr)
         help_text = f"{info.description or ''} [env {cls.env_name(name)}; default: {_shown_default(info, secret)}]"
+        help_text = help_text.replace("%", "%%")  # argparse %-formats help: a literal "99%" crashed --help
         kwargs: dict[str, Any] = {"dest": f"{cls.__name__}.{name}", "default": argparse.SUPPRESS, "help": help_text}
         if _is(info.annotation, bool):
             kwargs["action"] = argparse.BooleanOptionalAction

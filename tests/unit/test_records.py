@@ -136,3 +136,15 @@ def test_shared_file_reads_whole(kdd_path: Path) -> None:
     assert int((data.labels == "normal").sum()) == 97_278
     assert data.labels.nunique() == 23
     assert set(data.features["protocol_type"]) == {"tcp", "udp", "icmp"}
+
+
+def test_a_line_with_a_huge_field_is_malformed_not_sent(tmp_path: Path) -> None:
+    """Issue 31 item 18: a data line holding a 2 MB field killed the producer with a traceback (the broker refused
+    the message). Any line past the limit is a rejection with a reason, whatever field made it long."""
+    huge = GOOD.replace(",http,", "," + "x" * 2_000_000 + ",")
+    path = write(tmp_path / "huge.csv", [GOOD, huge, ATTACK])
+    data = records.read_records(path, strict=False)
+    assert data.lines.tolist() == [1, 3] and [r.line for r in data.rejected] == [2]
+    assert "longer than the 65536-character limit" in data.rejected[0].reason
+    with pytest.raises(records.RecordFormatError, match="line 2: line longer"):
+        records.read_records(path)
