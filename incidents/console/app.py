@@ -38,14 +38,24 @@ def _time(ms: Any) -> str:
     return "?" if text is None else text[:19].replace("T", " ")
 
 
+def _bar(n: Any, most: Any) -> int:
+    """A bar's width in pixels (0-120) for count ``n`` of ``most``: defined for any record, including a forged one
+    whose counts are all zero or negative (issue 31 item 16 found a detail page dividing by zero)."""
+    try:
+        return max(0, min(120, round(120 * float(n) / float(most)))) if float(most) > 0 else 0
+    except (TypeError, ValueError, OverflowError):
+        return 0
+
+
 def create_app(s: ConsoleSettings, view: IncidentView, producer: Producer) -> FastAPI:
     """The console over ``view`` (followed by ``incidents.console.view.follow``), writing verdicts with
     ``producer``."""
     app = FastAPI(title="kdd incident console", docs_url=None, redoc_url=None, openapi_url=None)
-    app.middleware("http")(guard(s.token.get_secret_value() if s.token else None))
+    app.middleware("http")(guard(s.token.get_secret_value() if s.token else None, s.hosts_allowed))
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     pages = Jinja2Templates(directory=HERE / "templates")
     pages.env.filters["time"] = _time
+    pages.env.filters["bar"] = _bar
 
     @app.get("/", response_class=HTMLResponse)
     def incident_list(request: Request, page: int = 0, closed: bool = False) -> Response:

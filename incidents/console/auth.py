@@ -15,7 +15,6 @@ import base64
 import binascii
 import hmac
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -39,17 +38,42 @@ def presented_token(authorization: str) -> str | None:
     return None
 
 
+FRAMING = {"X-Frame-Options": "DENY", "Content-Security-Policy": "frame-ancestors 'none'",
+           "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}
+
+
 def same_origin(request: Request) -> bool:
+    """Whether a request's ``Origin`` (when it sends one) is this console: scheme, host and port, compared whole.
+    ``Origin: null`` (a sandboxed frame, a file) is another origin."""
     origin = request.headers.get("origin")
     if origin is None:
         return True
-    return urlsplit(origin).netloc == request.headers.get("host", "")
+    own = f"{request.url.scheme}://{request.headers.get('host', '')}".lower()
+    return origin.strip().lower() == own
 
 
-def guard(token: str | None) -> Callable[[Request, Handler], Awaitable[Response]]:
-    """HTTP middleware: 401 without the token (when one is set), 403 for a cross-origin POST."""
+def host_name(request: Request) -> str:
+    """The name in the ``Host`` header, lower case, without the port (``[::1]:8090`` gives ``::1``)."""
+    host = request.headers.get("host", "").strip().lower()
+    if host.startswith("["):
+        return host[1:].partition("]")[0]
+    return host.rpartition(":")[0] if host.count(":") == 1 else host
+
+
+def guard(token: str | None, hosts: frozenset[str] | None = None) -> Callable[[Request, Handler], Awaitable[Response]]:
+    """HTTP middleware: 400 for a Host not allowed (DNS rebinding: a hostile name resolved to this console makes
+    a browser treat it as that site, Origin and all), 401 without the token (when one is set), 403 for a
+    cross-origin POST; every answer carries anti-framing headers (no click-jacking of "mark benign")."""
 
     async def check(request: Request, call_next: Handler) -> Response:
+        response = await _checked(request, call_next)
+        response.headers.update(FRAMING)
+        return response
+
+    async def _checked(request: Request, call_next: Handler) -> Response:
+        if hosts is not None and request.url.path not in OPEN_PATHS and host_name(request) not in hosts:
+            return PlainTextResponse(f"refused: host {host_name(request)[:100]!r} is not one this console answers to "
+                                     f"(set {ConsoleSettings.describe('allowed_hosts')})", status_code=400)
         if token is not None and request.url.path not in OPEN_PATHS:
             given = presented_token(request.headers.get("authorization", ""))
             if given is None or not hmac.compare_digest(given.encode(), token.encode()):

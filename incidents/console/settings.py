@@ -27,11 +27,20 @@ class ConsoleSettings(Settings):
     port: int = Field(8090, ge=0, le=65_535, description="port to bind (0: any free port, printed at start)")
     token: SecretStr | None = Field(None, description="when set, every request needs it: as the password of HTTP "
                                     "basic auth (any user name) or as 'Authorization: Bearer TOKEN'")
+    allowed_hosts: list[str] = Field(default_factory=list, description="host names the console answers to (its "
+                                     "Host header; DNS rebinding defence); default: the bind address and localhost; "
+                                     "'*' answers any (behind a proxy that checks it)")
     page_size: int = Field(50, ge=5, le=1_000, description="incidents per page of the list")
     max_incidents: int = Field(20_000, ge=100, le=10_000_000, description="incidents kept in memory at most; past "
                                "it the closed ones seen longest ago are dropped from the console's view")
     max_verdict_s: float = Field(30 * 86_400.0, gt=0, le=365 * 86_400, description="the longest verdict an "
                                  "analyst may ask for here")
+
+    @property
+    def hosts_allowed(self) -> frozenset[str] | None:
+        """Host names (lower case, no port) a request may name; None when any is allowed."""
+        names = self.allowed_hosts or [self.host, "localhost", "127.0.0.1", "::1"]
+        return None if "*" in names else frozenset(n.strip().lower().strip("[]") for n in names)
 
     @property
     def state(self) -> str:

@@ -75,3 +75,67 @@ def test_tokens_from_basic_and_bearer_headers() -> None:
     assert presented_token("Basic !!!not-base64") is None
     assert presented_token("Basic " + base64.b64encode(b"\xff\xfe").decode()) is None
     assert presented_token("Digest x") is None and presented_token("") is None
+
+
+# ------------------------------------------------------------------------------------------ the app, over ASGI
+def call(app: object, method: str, path: str, headers: dict[str, str], body: bytes = b"") -> tuple[int, dict, str]:
+    """One request straight into the ASGI app (no server, no HTTP client library)."""
+    import asyncio
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method, "path": path,
+             "raw_path": path.encode(), "query_string": b"", "scheme": "http", "root_path": "",
+             "server": ("127.0.0.1", 8090), "client": ("127.0.0.1", 5000),
+             "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()]}
+    sent: list[dict] = []
+    inbox = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict:
+        return inbox.pop(0) if inbox else {"type": "http.disconnect"}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    asyncio.run(app(scope, receive, send))  # type: ignore[operator]
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    text = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body").decode()
+    return start["status"], {k.decode().lower(): v.decode() for k, v in start["headers"]}, text
+
+
+def console_app(**settings: object) -> tuple[object, IncidentView]:
+    from incidents.console.app import create_app
+    from incidents.console.settings import ConsoleSettings
+
+    view = IncidentView(max_incidents=1000)
+    return create_app(ConsoleSettings(**settings), view, producer=None), view  # type: ignore[arg-type]
+
+
+def test_dns_rebinding_and_cross_origin_posts_are_refused_and_pages_cannot_be_framed() -> None:
+    """Issue 31 item 16: with no token, a POST whose Host and Origin both named another site wrote a verdict."""
+    app, _ = console_app()
+    own = {"host": "127.0.0.1:8090"}
+    status, headers, _ = call(app, "GET", "/", own)
+    assert status == 200 and headers["x-frame-options"] == "DENY" and "frame-ancestors 'none'" in \
+        headers["content-security-policy"]
+    assert call(app, "GET", "/", {"host": "localhost:8090"})[0] == 200
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    rebound = {"host": "evil.example:8090", "origin": "http://evil.example:8090", **form}
+    status, headers, text = call(app, "POST", "/incidents/x/benign", rebound, b"analyst=m&reason=r&hours=1")
+    assert status == 400 and "evil.example" in text and headers["x-frame-options"] == "DENY"
+    assert call(app, "GET", "/", {"host": "evil.example"})[0] == 400
+    for origin in ("https://127.0.0.1:8090", "http://127.0.0.1:9999", "null", "http://evil.example"):
+        assert call(app, "POST", "/incidents/x/benign", own | form | {"origin": origin}, b"")[0] == 403, origin
+    assert call(app, "GET", "/healthz", {"host": "10.1.2.3:8090"})[0] != 400  # probes come by pod address
+    anyhost, _ = console_app(allowed_hosts=["*"])
+    assert call(anyhost, "GET", "/", {"host": "evil.example"})[0] == 200
+
+
+def test_a_forged_record_with_zero_counts_or_a_surrogate_label_renders() -> None:
+    app, view = console_app()
+    rec = records(1)[0]
+    rec |= {"features": {"src_bytes": 0, "count": 0}, "labels": {"x": 0}}
+    view.apply(rec["incident_id"].encode(), json.dumps(rec).encode())
+    forged = dict(rec, incident_id="inc-2", labels={"\ud800": 3})
+    view.apply(b"inc-2", json.dumps(forged).encode())  # json.dumps escapes the lone surrogate as \ud800
+    for incident_id in (rec["incident_id"], "inc-2"):
+        status, _, text = call(app, "GET", f"/incidents/{incident_id}", {"host": "127.0.0.1:8090"})
+        assert status == 200 and 'id="features"' in text, text[:300]
