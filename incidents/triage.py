@@ -10,6 +10,15 @@ had to offer; in a flood of incidents the line rises, in a quiet hour it falls b
 recomputed every event-time minute and every 256 filed alerts (so a replay compressed into seconds still
 moves it), from the book's state alone: the same alerts in the same order give the same pages, whatever
 the batches. The trailing-hour cap is what makes the budget a guarantee rather than an average.
+
+Escalation (issue 31 item 12). A budget can be spent by an attacker: twenty small bursts just over the line
+use the hour's pages, and a flood a hundred times stronger then waits in review. So once the budget is spent,
+an incident whose priority is at least ``ESCALATE`` times the strongest page of the trailing hour still pages,
+from a reserve of ``reserve`` pages an hour (a fifth of the budget, at least one). The guarantee: at most
+``per_hour + reserve`` pages an hour, and an incident far stronger than anything paged in the hour is never
+silenced by a spent budget until the reserve is spent too. Spending the reserve takes escalations that each
+double the strongest page so far; priority grows about linearly with an incident's alerts, so the attacker's
+last burst must be about 2^reserve times the first: at that size it is the attack an analyst should see.
 """
 
 from __future__ import annotations
@@ -23,6 +32,7 @@ from typing import Any
 HOUR_MS = 3_600_000
 PAGE, REVIEW = "page", "review"
 RECOMPUTE_EVERY = 256  # filed alerts
+ESCALATE = 2.0  # a spent budget still pages an incident this many times stronger than the hour's strongest page
 
 
 @dataclasses.dataclass
@@ -31,15 +41,26 @@ class Budget:
     floor: float
     line: float = 0.0
     pages: list[int] = dataclasses.field(default_factory=list)  # event times of the trailing hour's pages
+    strengths: list[float] = dataclasses.field(default_factory=list)  # their priorities when paged
+    escalations: list[int] = dataclasses.field(default_factory=list)  # event times of reserve pages
     minute: int = -1
     filed: int = 0
 
     def __post_init__(self) -> None:
         self.line = max(self.line, self.floor)
 
+    @property
+    def reserve(self) -> int:
+        return max(1, self.per_hour // 5)
+
     def pages_in_hour(self, now_ms: int) -> int:
-        self.pages = [t for t in self.pages if t > now_ms - HOUR_MS]
-        return len(self.pages)
+        kept = [(t, p) for t, p in zip(self.pages, self._aligned(), strict=True) if t > now_ms - HOUR_MS]
+        self.pages, self.strengths = [t for t, _ in kept], [p for _, p in kept]
+        self.escalations = [t for t in self.escalations if t > now_ms - HOUR_MS]
+        return len(self.pages) - len(self.escalations)
+
+    def _aligned(self) -> list[float]:
+        return (self.strengths + [0.0] * len(self.pages))[: len(self.pages)]
 
     def due(self, now_ms: int) -> bool:
         """Whether the line is due for recomputation after one more filed alert at ``now_ms``."""
@@ -62,14 +83,25 @@ class Budget:
             return REVIEW, f"priority {priority:.1f} below the page line {self.line:.1f}"
         used = self.pages_in_hour(now_ms)
         if used >= self.per_hour:
+            strongest = max(self.strengths, default=0.0)
+            if priority >= ESCALATE * strongest and len(self.escalations) < self.reserve:
+                self.pages.append(now_ms)
+                self.strengths.append(priority)
+                self.escalations.append(now_ms)
+                return PAGE, (f"escalated: priority {priority:.1f} is at least {ESCALATE:g}x the strongest page of "
+                              f"the last hour ({strongest:.1f}) though the budget of {self.per_hour} is spent; "
+                              f"reserve page {len(self.escalations)} of {self.reserve}")
             return REVIEW, (f"priority {priority:.1f} reached the page line {self.line:.1f}, but the budget of "
-                            f"{self.per_hour} pages per hour is spent ({used} in the last hour)")
+                            f"{self.per_hour} pages per hour is spent ({used} in the last hour) and it is not "
+                            f"{ESCALATE:g}x the strongest page ({strongest:.1f}) or the reserve is spent")
         self.pages.append(now_ms)
+        self.strengths.append(priority)
         return PAGE, (f"priority {priority:.1f} reached the page line {self.line:.1f}; page {used + 1} of "
                       f"{self.per_hour} in the last hour")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"line": self.line, "pages": self.pages, "minute": self.minute, "filed": self.filed}
+        return {"line": self.line, "pages": self.pages, "strengths": self._aligned(),
+                "escalations": self.escalations, "minute": self.minute, "filed": self.filed}
 
     def restore(self, raw: dict[str, Any]) -> None:
         """From the state record; raises ValueError/KeyError/TypeError on another shape (nothing is changed then)."""
@@ -79,6 +111,14 @@ class Budget:
         if numbers is None or not math.isfinite(line) or not all(
                 isinstance(v, int) and not isinstance(v, bool) and abs(v) < 2**63 for v in numbers):
             raise ValueError("a budget record holds a finite line and integer pages, minute and filed")
+        strengths, escalations = raw.get("strengths", []), raw.get("escalations", [])
+        if not isinstance(strengths, list) or not isinstance(escalations, list) or not all(
+                isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) for v in strengths) \
+                or not all(isinstance(v, int) and not isinstance(v, bool) and abs(v) < 2**63 for v in escalations):
+            raise ValueError("a budget record's strengths are finite numbers and its escalations integers")
+        keep = self.per_hour + self.reserve
         self.line = max(self.floor, line)
-        self.pages = [int(t) for t in pages][-self.per_hour:]
+        self.pages = [int(t) for t in pages][-keep:]
+        self.strengths = ([float(p) for p in strengths] + [0.0] * len(pages))[: len(pages)][-keep:]
+        self.escalations = [int(t) for t in escalations][-self.reserve:]
         self.minute, self.filed = int(minute), int(filed)

@@ -103,13 +103,13 @@ def test_the_page_budget_holds_over_quiet_and_flood_hours(kafka_bootstrap: str, 
     incidents = list(latest_incidents(kafka_bootstrap, svc.topics["incident"]).values())
     pages = sorted(inc["triage"]["paged_ms"] for inc in incidents if inc["triage"]["decision"] == "page")
     assert len(pages) == paged_total
-    assert max(sum(1 for p in pages if t - HOUR_MS < p <= t) for t in pages) <= 3
+    assert max(sum(1 for p in pages if t - HOUR_MS < p <= t) for t in pages) <= 3 + 1  # the budget and its reserve
     for hour in range(8):
         assert any(t0 + hour * HOUR_MS <= p < t0 + (hour + 1) * HOUR_MS for p in pages), f"hour {hour} paged nothing"
     for inc in incidents:
         reason = inc["triage"]["reason"]
         if inc["triage"]["decision"] == "page":
-            assert "reached the page line" in reason and inc["priority"] >= 2.0
+            assert ("reached the page line" in reason or "escalated" in reason) and inc["priority"] >= 2.0
         else:
             assert "below the page line" in reason or "budget of 3 pages per hour is spent" in reason
     lone = [inc for inc in incidents if inc["signature"][1].startswith("lone")]

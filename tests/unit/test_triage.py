@@ -174,7 +174,10 @@ def test_budget_pages_at_most_n_per_trailing_hour_and_the_line_follows_the_traff
     budget = Budget(per_hour=3, floor=2.0)
     assert budget.decide(1.0, T0)[0] == REVIEW and "below the page line 2.0" in budget.decide(1.0, T0)[1]
     assert [budget.decide(10.0, T0 + i)[0] for i in range(5)] == [PAGE, PAGE, PAGE, REVIEW, REVIEW]
-    assert "budget of 3 pages per hour is spent" in budget.decide(50.0, T0 + 10)[1]
+    assert "budget of 3 pages per hour is spent" in budget.decide(19.0, T0 + 10)[1]  # under 2x the strongest
+    decision, why = budget.decide(50.0, T0 + 11)  # far stronger: escalated from the reserve (one page)
+    assert decision == PAGE and "escalated" in why and "reserve page 1 of 1" in why
+    assert budget.decide(5000.0, T0 + 12)[0] == REVIEW  # the reserve is spent too
     assert budget.decide(10.0, T0 + HOUR_MS + 1)[0] == PAGE  # the trailing hour moved on
     assert budget.recompute([5.0, 40.0, 30.0, 20.0, 1.0]) == 20.0  # the 3rd best of the hour
     assert budget.recompute([5.0, 1.0]) == 2.0  # fewer incidents than the budget: back to the floor
@@ -194,7 +197,7 @@ def test_book_pages_the_strongest_incidents_within_the_budget_over_many_hours() 
                                             label="neptune."), 0))
                 i += 1
     pages = sorted(inc.paged_ms for inc in book.incidents.values() if inc.paged_ms is not None)
-    assert all(sum(1 for p in pages if t - HOUR_MS < p <= t) <= 4 for t in pages)
+    assert all(sum(1 for p in pages if t - HOUR_MS < p <= t) <= 4 + 1 for t in pages)  # budget and reserve
     assert len(pages) >= 6  # each hour pages something: the quiet ones their one burst
     reviewed = [inc for inc in book.incidents.values() if inc.triage == REVIEW]
     assert reviewed and all("page line" in inc.triage_reason for inc in reviewed)
@@ -352,3 +355,24 @@ def test_a_forged_incident_record_is_refused_at_restore_or_restores(field: str, 
     except BAD_STATE:
         return
     json.dumps(incident.to_dict())  # what the service writes back stays JSON
+
+
+def test_an_attacker_who_spends_the_budget_cannot_silence_a_far_stronger_flood() -> None:
+    """Issue 31 item 12: 20 small bursts (240 connections) spent the hour's pages, and a 1,000-alert flood then
+    went to review. The flood escalates from the reserve; the bursts never reach the reserve themselves."""
+    book = IncidentBook(gap_ms=60_000, budget=Budget(per_hour=20, floor=2.0))
+    i = 0
+    for burst in range(20):
+        for j in range(12):
+            book.add(alert_from_doc(doc(i, T0 + burst * 1000 + j, service=f"b{burst}", rank=1.0, label="x."), 0))
+            i += 1
+    bursts = [inc for inc in book.incidents.values() if inc.triage == PAGE]
+    assert len(bursts) == 20 and book.budget.pages_in_hour(book.stream_ms) == 20
+    more = [book.add(alert_from_doc(doc(i + k, T0 + 30_000 + k, service=f"late{k}", rank=1.0), 0)).changed[-1]
+            for k in range(12)]
+    assert not [inc for inc in more if inc.triage == PAGE]  # as strong as the bursts: no escalation
+    for k in range(1000):
+        flood = book.add(alert_from_doc(doc(10_000 + k, T0 + 40_000 + k * 10, service="flood", rank=1.0), 0))
+    inc = flood.changed[-1]
+    assert inc.triage == PAGE and "escalated" in inc.triage_reason
+    assert book.budget.pages_in_hour(book.stream_ms) <= 20 + book.budget.reserve
