@@ -23,6 +23,8 @@ from testkit import DetectorProcess, alert_docs, drain, offline_alert_ids, wait_
 from tests.conftest import TopicFactory
 from tests.hostile import KINDS, hostile_values
 
+pytestmark = pytest.mark.hostile
+
 
 @pytest.fixture(scope="module")
 def rows(kdd_path: Path):  # noqa: ANN201

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -109,6 +110,7 @@ def console_app(**settings: object) -> tuple[object, IncidentView]:
     return create_app(ConsoleSettings(**settings), view, producer=None), view  # type: ignore[arg-type]
 
 
+@pytest.mark.hostile
 def test_dns_rebinding_and_cross_origin_posts_are_refused_and_pages_cannot_be_framed() -> None:
     """Issue 31 item 16: with no token, a POST whose Host and Origin both named another site wrote a verdict."""
     app, _ = console_app()
@@ -129,6 +131,7 @@ def test_dns_rebinding_and_cross_origin_posts_are_refused_and_pages_cannot_be_fr
     assert call(anyhost, "GET", "/", {"host": "evil.example"})[0] == 200
 
 
+@pytest.mark.hostile
 def test_a_forged_record_with_zero_counts_or_a_surrogate_label_renders() -> None:
     app, view = console_app()
     rec = records(1)[0]

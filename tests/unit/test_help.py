@@ -12,6 +12,8 @@ import io
 
 import pytest
 
+pytestmark = pytest.mark.hostile
+
 ENTRY_POINTS = ["detector.__main__", "producer.__main__", "incidents.__main__", "training.__main__", "core.datasets",
                 "deploy.kafka.local_kafka", "scripts.bench_detector", "scripts.bench_producer", "scripts.bench_swap",
                 "scripts.soak", "scripts.soak_incidents", "scripts.evaluate_incidents", "scripts.demo",

@@ -19,6 +19,8 @@ from incidents.settings import IncidentSettings
 from incidents.verdicts import VerdictDoc, VerdictError
 from tests.unit.test_triage import T0, doc
 
+pytestmark = pytest.mark.hostile
+
 SURROGATES = ['"\\ud800"', '"a\\udfffb"', '"\\ud83d"']
 
 

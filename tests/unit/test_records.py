@@ -138,6 +138,7 @@ def test_shared_file_reads_whole(kdd_path: Path) -> None:
     assert set(data.features["protocol_type"]) == {"tcp", "udp", "icmp"}
 
 
+@pytest.mark.hostile
 def test_a_line_with_a_huge_field_is_malformed_not_sent(tmp_path: Path) -> None:
     """Issue 31 item 18: a data line holding a 2 MB field killed the producer with a traceback (the broker refused
     the message). Any line past the limit is a rejection with a reason, whatever field made it long."""

@@ -357,6 +357,7 @@ def test_a_forged_incident_record_is_refused_at_restore_or_restores(field: str, 
     json.dumps(incident.to_dict())  # what the service writes back stays JSON
 
 
+@pytest.mark.hostile
 def test_an_attacker_who_spends_the_budget_cannot_silence_a_far_stronger_flood() -> None:
     """Issue 31 item 12: 20 small bursts (240 connections) spent the hour's pages, and a 1,000-alert flood then
     went to review. The flood escalates from the reserve; the bursts never reach the reserve themselves."""
