@@ -8,6 +8,7 @@ one of them waits out a full queue or treats a fatal consumer error is a fix for
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -16,11 +17,13 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
+from core import pyslots
 from core.kafka import access_denied, is_authorization_error
 
 log = logging.getLogger(__name__)
 
 Headers = list[tuple[str, bytes]]
+UNREADABLE_HEADERS = "dlq.unreadable_headers"  # stands in for headers the client could not convert
 
 
 class FatalError(RuntimeError):
@@ -52,11 +55,46 @@ def usable(msg: Message, conf: dict[str, Any] | None = None, *, uses_group: bool
 
 
 def records(msgs: list[Message], conf: dict[str, Any] | None = None, *, uses_group: bool = True) -> list[Message]:
-    """The records among a consume() result (see :func:`usable`); the common all-good batch costs no Python
-    per message."""
-    if not any(map(Message.error, msgs)):
-        return msgs
-    return [m for m in msgs if usable(m, conf, uses_group=uses_group)]
+    """The records among a consume() result (see :func:`usable`), each with headers that are safe to read
+    (:func:`read_headers`); the common all-good batch costs no Python per message beyond that."""
+    return checked_records(msgs, conf, uses_group=uses_group)[0]
+
+
+def checked_records(msgs: list[Message], conf: dict[str, Any] | None = None, *, uses_group: bool = True
+                    ) -> tuple[list[Message], list[int]]:
+    """:func:`records`, and the positions among them of records whose headers could not be read."""
+    good = msgs if not any(map(Message.error, msgs)) else [m for m in msgs if usable(m, conf, uses_group=uses_group)]
+    return good, read_headers(good)
+
+
+def read_headers(msgs: Sequence[Message]) -> list[int]:
+    """Convert every message's headers once, here, where a failure is caught; returns the positions of messages
+    whose headers could not be read, each now holding one ``UNREADABLE_HEADERS`` header instead.
+
+    confluent-kafka decodes header keys as strict UTF-8 and, on a key that is not (any non-librdkafka client can
+    send one), caches a list holding a tuple whose key slot is NULL and returns it with the decode error left
+    pending (issue 31 item 3). The error surfaces later, wherever CPython next checks (the end of a loop), and
+    whoever unpacks the tuple dereferences NULL: the detector segfaulted, then crash-looped on ``SystemError``.
+    So the first conversion of every record happens here, in one C-level pass; only when that pass raises are
+    the cached lists inspected (``core.pyslots``: the tuple's key slot read as a pointer, never touched as an
+    object) and each broken one replaced (``set_headers``) before anything else can read it. Callers that care
+    (the detector) dead-letter those records; the rest never see a broken list."""
+    try:
+        collections.deque(map(Message.headers, msgs), maxlen=0)
+        return []
+    except (SystemError, UnicodeDecodeError) as exc:
+        log.warning("a batch holds header keys that are not UTF-8 (%s): finding the records", str(exc)[:200])
+    bad: list[int] = []
+    for i, msg in enumerate(msgs):
+        pairs = msg.headers()  # cached now (or converted here, its error cleared below)
+        pyslots.clear_pending_error()
+        if pairs is not None and any(pyslots.tuple_slot_is_null(t, 0) for t in pairs):
+            del pairs
+            msg.set_headers([(UNREADABLE_HEADERS, b"a header key is not valid UTF-8")])
+            log.warning("%s[%d]@%d: headers not readable (a key is not UTF-8): a dead letter", msg.topic(),
+                        msg.partition(), msg.offset())
+            bad.append(i)
+    return bad
 
 
 def produce(producer: Producer, topic: str, value: bytes | None, key: bytes | None = None,

@@ -45,7 +45,8 @@ FIELD_COUNT = "wrong_field_count"
 INVALID_VALUE = "invalid_value"
 INVALID_JSON = "invalid_json"
 PARSER_ERROR = "parser_error"  # the parser itself failed on this value: a bug to report, never a crash
-REASONS = (EMPTY, OVERSIZED, NOT_UTF8, FIELD_COUNT, INVALID_VALUE, INVALID_JSON, PARSER_ERROR)
+BAD_HEADER = "bad_header"  # the record's headers could not be read (core.kafka_io.read_headers)
+REASONS = (EMPTY, OVERSIZED, NOT_UTF8, FIELD_COUNT, INVALID_VALUE, INVALID_JSON, PARSER_ERROR, BAD_HEADER)
 
 log = logging.getLogger(__name__)
 
@@ -313,13 +314,27 @@ class Parser:
         return (np.zeros((0, len(self.schema.numeric))), [np.zeros(0, dtype=object) for _ in self.schema.categorical],
                 np.zeros(0, dtype=np.int64), rejections)
 
-    def parse_safe(self, values: Sequence[bytes | None]) -> ParsedBatch:
+    def parse_safe(self, values: Sequence[bytes | None], unreadable: Sequence[int] = ()) -> ParsedBatch:
         """:meth:`parse`, but an input that makes the parser itself raise is dead-lettered, not fatal.
 
         A poison message that crashed the detector would crash it again after every restart (it is never
         committed), stopping the whole partition. So on an unexpected exception the batch is re-parsed one
         value at a time and each value that still raises becomes a ``parser_error`` rejection.
+
+        ``unreadable``: positions of records whose headers the client could not read
+        (``core.kafka_io.read_headers``): each is a ``bad_header`` rejection, whatever its value.
         """
+        if unreadable:
+            values = list(values)
+            for i in unreadable:
+                values[i] = None  # rejected as empty, then renamed: never parsed or scored
+            parsed = self.parse_safe(values)
+            bad = set(unreadable)
+            parsed.rejections[:] = [dataclasses.replace(r, code=BAD_HEADER, detail="a header key is not valid UTF-8 "
+                                                        "(sent by a non-librdkafka client?); the record is kept "
+                                                        "here whole") if r.index in bad else r
+                                    for r in parsed.rejections]
+            return parsed
         try:
             return self.parse(values)
         except Exception:  # noqa: BLE001 - the point is to survive parser bugs

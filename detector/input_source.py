@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from core.kafka_io import FatalError, next_offsets, records
+from core.kafka_io import FatalError, checked_records, next_offsets
 from detector.metrics import DetectorMetrics
 
 __all__ = ["FatalError", "InputBatch", "InputSource"]  # FatalError: core's, raised here on a fatal consumer error
@@ -31,13 +31,15 @@ class InputBatch:
     partitions: np.ndarray  # distinct partitions in the batch
     counts: np.ndarray  # records per partition, aligned with ``partitions``
     offsets: list[TopicPartition]  # next offset per partition: what a commit of this batch writes
+    unreadable: tuple[int, ...] = ()  # positions of records whose headers could not be read (dead letters)
 
     @classmethod
-    def of(cls, records: list[Message]) -> InputBatch:
+    def of(cls, records: list[Message], unreadable: list[int] | None = None) -> InputBatch:
         # map over the C methods: no Python bytecode per record (this runs for every record consumed)
         partitions = np.fromiter(map(Message.partition, records), dtype=np.int64, count=len(records))
         parts, counts = np.unique(partitions, return_counts=True)
-        return cls(records, records[0].topic(), parts, counts, next_offsets(records))  # one input topic
+        return cls(records, records[0].topic(), parts, counts, next_offsets(records),  # one input topic
+                   tuple(unreadable or ()))
 
     @property
     def values(self) -> list[bytes | None]:
@@ -64,14 +66,15 @@ class InputSource:
                                 on_lost=self._on_revoke)
         return self.consumer
 
-    def poll(self, max_records: int, timeout_s: float) -> list[Message] | None:
-        """Records of the next batch; ``None`` when the broker sent nothing at all (idle or unreachable)."""
+    def poll(self, max_records: int, timeout_s: float) -> tuple[list[Message], list[int]] | None:
+        """Records of the next batch and the positions of those whose headers are unreadable; ``None`` when the
+        broker sent nothing at all (idle or unreachable)."""
         if self.consumer is None:
             raise RuntimeError("InputSource.open() was not called")
         msgs = self.consumer.consume(num_messages=max_records, timeout=timeout_s)
         if not msgs:
             return None
-        return records(msgs, self.conf)
+        return checked_records(msgs, self.conf)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # A partition paused during an output outage (the checkpoint's keep_alive) may come back paused from a

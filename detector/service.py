@@ -189,19 +189,20 @@ class Detector:
         if self.source is None or self.producer is None or self.checkpoint is None:
             raise RuntimeError("Detector.start() was not called")
         t0 = time.perf_counter()
-        records = self.source.poll(self.settings.batch_size, self.settings.batch_timeout_ms / 1000)
+        polled = self.source.poll(self.settings.batch_size, self.settings.batch_timeout_ms / 1000)
         self.producer.poll(0)
-        if records is None:
+        if polled is None:
             self.auth.check()
         else:
             self.auth.progress()
+        records, unreadable = polled or ([], [])
         self._swap_model()
         if not records:
             self.checkpoint.idle()  # input is idle: finish the previous batch so its offsets commit now
             return 0
         self.in_batch = True
         try:
-            self._process(InputBatch.of(records), t0, time.perf_counter())
+            self._process(InputBatch.of(records, unreadable), t0, time.perf_counter())
         finally:
             self.in_batch = False
         return len(records)
@@ -230,7 +231,7 @@ class Detector:
     def _process(self, batch: InputBatch, t0: float, t_poll: float) -> None:
         assert self.checkpoint is not None
         live = self.live
-        parsed = self.parser.parse_safe(batch.values)
+        parsed = self.parser.parse_safe(batch.values, batch.unreadable)
         t_parse = time.perf_counter()
         scored = live.scoring.score(parsed)
         t_score = time.perf_counter()
