@@ -21,6 +21,7 @@ DLQ_SOURCE_PARTITION = "dlq.source.partition"
 DLQ_SOURCE_OFFSET = "dlq.source.offset"
 DLQ_ORIGINAL_REASON = "dlq.original_reason"  # an output_too_large dead letter: what the output was for
 DLQ_HEADERS_CUT = "dlq.headers_cut"  # input headers a dead letter dropped or truncated to stay bounded
+DLQ_SOURCE_END_OFFSET = "dlq.source.end_offset"  # a skipped range: offsets [dlq.source.offset, this)
 
 
 def dead_letter_headers(msg: Any, reason: str, detail: str) -> list[tuple[str, bytes]]:
@@ -29,6 +30,14 @@ def dead_letter_headers(msg: Any, reason: str, detail: str) -> list[tuple[str, b
     return [(DLQ_REASON, reason.encode()), (DLQ_DETAIL, detail.encode("utf-8", "replace")[:1000]),
             (DLQ_SOURCE_TOPIC, str(msg.topic()).encode()), (DLQ_SOURCE_PARTITION, str(msg.partition()).encode()),
             (DLQ_SOURCE_OFFSET, str(msg.offset()).encode())]
+
+
+def skipped_range_headers(topic: str, partition: int, start: int, end: int, reason: str, detail: str
+                          ) -> list[tuple[str, bytes]]:
+    """A dead letter for input that could not be read at all (``core.poison``): no value, the range in headers."""
+    return [(DLQ_REASON, reason.encode()), (DLQ_DETAIL, detail.encode("utf-8", "replace")[:1000]),
+            (DLQ_SOURCE_TOPIC, topic.encode()), (DLQ_SOURCE_PARTITION, str(partition).encode()),
+            (DLQ_SOURCE_OFFSET, str(start).encode()), (DLQ_SOURCE_END_OFFSET, str(end).encode())]
 
 
 def header(headers: Sequence[tuple[str, bytes | None]] | None, name: str) -> str | None:

@@ -40,6 +40,16 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"
 # ~190k to ~1.4M records/s (issue 15). Memory stays bounded by the queue thresholds. ``-X`` overrides it.
 CONSUMER_DEFAULTS: dict[str, Any] = {"fetch.queue.backoff.ms": 10}
 
+# Every consumer's memory, bounded by settings (issue 31 item 5: 0.48 MB of gzip raised the detector's RSS by
+# 438 MB). librdkafka decompresses a whole fetch before its queue limit can stop the next one, so what a single
+# fetch may carry (compressed) is what bounds the burst: 1 MiB per fetch, 256 KiB per partition (a single
+# larger batch still comes whole: the topic's max.message.bytes bounds it), at most 32 MiB of decoded records
+# queued, and a zstd or lz4 batch that decodes past 64 MiB is refused (an undecodable batch: ``core.poison``
+# skips it with a dead letter). gzip has no decode limit in librdkafka: its bound is the fetch and batch sizes
+# times deflate's ratio (at most ~1,030). ``-X`` overrides any of them.
+MEMORY_BOUNDS: dict[str, Any] = {"fetch.max.bytes": 1_048_576, "max.partition.fetch.bytes": 262_144,
+                                 "queued.max.messages.kbytes": 32_768, "receive.message.max.bytes": 67_108_864}
+
 
 class KafkaSettings(Settings):
     """How to reach the cluster; every field is ``KAFKA_<NAME>`` in the environment."""

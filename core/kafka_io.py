@@ -18,7 +18,7 @@ import numpy as np
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from core import pyslots
-from core.kafka import access_denied, is_authorization_error
+from core.kafka import MEMORY_BOUNDS, access_denied, is_authorization_error
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +137,15 @@ def next_offsets(msgs: Sequence[Message]) -> list[TopicPartition]:
     return out
 
 
+def merge_offsets(*groups: list[TopicPartition]) -> list[TopicPartition]:
+    """Offsets to commit from several sources: the highest per topic and partition."""
+    best: dict[tuple[str, int], int] = {}
+    for tp in (tp for group in groups for tp in group):
+        key = (tp.topic, tp.partition)
+        best[key] = max(best.get(key, tp.offset), tp.offset)
+    return [TopicPartition(t, p, o) for (t, p), o in best.items()]
+
+
 def transaction(producer: Producer, consumer: Consumer, write: Callable[[], None],
                 offsets: list[TopicPartition], timeout_s: float = 60) -> None:
     """One Kafka transaction: what ``write`` produces and the consumer group's ``offsets``, all or nothing.
@@ -180,7 +189,7 @@ def read_range(consumer: Consumer, topic: str, ranges: dict[int, tuple[int, int]
 def read_to_end(conf: dict[str, Any], topic: str, timeout_s: float = 300) -> list[Message]:
     """Every committed record of ``topic`` from its low watermark to its end now (read_committed: an aborted
     transaction's records never appear); what retention deleted is simply not there."""
-    consumer = Consumer({**conf, "group.id": f"read-{topic}", "enable.auto.commit": False,
+    consumer = Consumer({**MEMORY_BOUNDS, **conf, "group.id": f"read-{topic}", "enable.auto.commit": False,
                         "isolation.level": "read_committed"})
     try:
         md = consumer.list_topics(topic, timeout=30).topics[topic]

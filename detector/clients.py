@@ -9,7 +9,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError
 
-from core.kafka import CONSUMER_DEFAULTS, KafkaConnectError, explain_auth_error, is_auth_error
+from core.kafka import CONSUMER_DEFAULTS, MEMORY_BOUNDS, KafkaConnectError, explain_auth_error, is_auth_error
 from detector.settings import DetectorSettings
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,7 @@ def client_configs(settings: DetectorSettings, stats_cb: Callable[[str], None] |
         "isolation.level": "read_committed",
         "fetch.min.bytes": 1,
         "fetch.wait.max.ms": 10,
-        "queued.max.messages.kbytes": 65536,
+        **MEMORY_BOUNDS,
         **CONSUMER_DEFAULTS,
     }
     if settings.group_instance_id:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from core import events
+from core import events, poison
 from core import headers as h
+from core.poison import Skipped
 from core.wire import Rejection
 from detector.outputs import OutMessage, cap_headers
 
@@ -31,3 +32,14 @@ def build_dead_letter(msg: Any, topic: str, reason: str, detail: str) -> OutMess
 
 def dead_letters(records: list[Any], rejections: list[Rejection], topic: str) -> list[OutMessage]:
     return [build_dead_letter(records[r.index], topic, r.code, r.detail) for r in rejections]
+
+
+def skipped_dead_letters(skipped: list[Skipped], topic: str) -> list[OutMessage]:
+    """One dead letter per undecodable batch (``core.poison``): no value (none could be read), the offset range
+    in ``dlq.source.offset`` and ``dlq.source.end_offset``, so the bytes can still be fetched and examined."""
+    return [OutMessage(topic, None, b"", h.skipped_range_headers(s.topic, s.partition, s.start, s.end, poison.REASON,
+                                                                 s.detail)
+                       + events.headers(events.DEAD_LETTER, events.DETECTOR_SOURCE,
+                                        f"{s.topic}/{s.partition}/{s.start}-{s.end}", content_type=events.BYTES),
+                       "dead_letter", reason=poison.REASON, source=(s.topic, s.partition, s.start))
+            for s in skipped]

@@ -15,6 +15,7 @@ import numpy as np
 from confluent_kafka import Consumer, Message, TopicPartition
 
 from core.kafka_io import FatalError, checked_records, next_offsets
+from core.poison import PoisonScreen, Skipped
 from detector.metrics import DetectorMetrics
 
 __all__ = ["FatalError", "InputBatch", "InputSource"]  # FatalError: core's, raised here on a fatal consumer error
@@ -59,6 +60,7 @@ class InputSource:
         self.changed = on_change
         self.assigned: set[tuple[str, int]] = set()
         self.consumer: Consumer | None = None
+        self.screen = PoisonScreen()
 
     def open(self) -> Consumer:
         self.consumer = Consumer(self.conf)
@@ -66,15 +68,17 @@ class InputSource:
                                 on_lost=self._on_revoke)
         return self.consumer
 
-    def poll(self, max_records: int, timeout_s: float) -> tuple[list[Message], list[int]] | None:
-        """Records of the next batch and the positions of those whose headers are unreadable; ``None`` when the
-        broker sent nothing at all (idle or unreachable)."""
+    def poll(self, max_records: int, timeout_s: float) -> tuple[list[Message], list[int], list[Skipped]] | None:
+        """Records of the next batch, the positions of those whose headers are unreadable, and the undecodable
+        batches skipped (``core.poison``); ``None`` when the broker sent nothing at all (idle or unreachable)."""
         if self.consumer is None:
             raise RuntimeError("InputSource.open() was not called")
         msgs = self.consumer.consume(num_messages=max_records, timeout=timeout_s)
         if not msgs:
             return None
-        return checked_records(msgs, self.conf)
+        msgs, skipped = self.screen.screen(self.consumer, msgs)
+        good, unreadable = checked_records(msgs, self.conf)
+        return good, unreadable, skipped
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # A partition paused during an output outage (the checkpoint's keep_alive) may come back paused from a
@@ -88,6 +92,7 @@ class InputSource:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.revoke_hook(consumer, partitions)
+        self.screen.forget(partitions)
         self.assigned -= {(p.topic, p.partition) for p in partitions}
         for p in partitions:
             try:

@@ -32,6 +32,9 @@ class DetectorMetrics:
                                 ["topic", "partition"], registry=r)
         self.scored = Counter("detector_records_scored_total", "Records parsed and scored", registry=r)
         self.alerted = Counter("detector_alerts_total", "Alerts acknowledged by the broker", registry=r)
+        self.skipped = Counter("detector_undecodable_records_total", "Input offsets skipped because their batch "
+                               "could not be decoded (decompressed past receive.message.max.bytes, or corrupt); "
+                               "each range is a dead letter", ["topic"], registry=r)
         self.dead_lettered = Counter("detector_dead_letters_total", "Records sent to the dead-letter topic",
                                      ["reason"], registry=r)
         self.label_fields = Counter("detector_records_with_label_field_total",

@@ -24,15 +24,17 @@ import numpy as np
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 
+from core import poison
 from core.acl import require
 from core.decision import flagged_rows
 from core.health import HealthServer
 from core.heap import freeze_long_lived
 from core.kafka import admin_config, check_connection, ensure_topic, redacted
+from core.poison import Skipped
 from core.wire import ParsedBatch, Parser
 from detector.checkpoint import AtLeastOnce, Checkpoint, ExactlyOnce
 from detector.clients import AuthWatch, client_configs
-from detector.dead_letters import dead_letters
+from detector.dead_letters import dead_letters, skipped_dead_letters
 from detector.delivery import OutputWriter
 from detector.drift import DriftMonitor
 from detector.evaluation import LabelTally
@@ -195,17 +197,33 @@ class Detector:
             self.auth.check()
         else:
             self.auth.progress()
-        records, unreadable = polled or ([], [])
+        records, unreadable, skipped = polled or ([], [], [])
         self._swap_model()
-        if not records:
+        if not records and not skipped:
             self.checkpoint.idle()  # input is idle: finish the previous batch so its offsets commit now
             return 0
         self.in_batch = True
         try:
-            self._process(InputBatch.of(records, unreadable), t0, time.perf_counter())
+            if records:
+                self._process(InputBatch.of(records, unreadable), t0, time.perf_counter())
+            if skipped:  # after the records: their offsets are below the skipped range's end
+                self._skip(skipped)
         finally:
             self.in_batch = False
         return len(records)
+
+    def _skip(self, skipped: list[Skipped]) -> None:
+        """Undecodable batches (``core.poison``): a dead letter naming each range, committed past it, counted."""
+        assert self.checkpoint is not None
+        outputs = skipped_dead_letters(skipped, self.settings.dead_letter_topic)
+        offsets = [TopicPartition(s.topic, s.partition, s.end) for s in skipped]
+
+        def done() -> None:
+            for s in skipped:
+                self.metrics.skipped.labels(topic=s.topic).inc(s.end - s.start)
+                self.metrics.dead_lettered.labels(reason=poison.REASON).inc()
+
+        self.checkpoint.commit(outputs, offsets, done)
 
     def _drift_monitor(self, live: LiveModel) -> DriftMonitor | None:
         profile = live.bundle.profile()

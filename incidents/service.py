@@ -22,11 +22,12 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from core import events, headers, jsondoc, timebounds
+from core import events, headers, jsondoc, poison, timebounds
 from core.acl import require
 from core.health import HealthServer
-from core.kafka import access_denied, check_connection, ensure_topic, is_authorization_error
-from core.kafka_io import FatalError, next_offsets, produce, read_to_end, records, transaction
+from core.kafka import MEMORY_BOUNDS, access_denied, check_connection, ensure_topic, is_authorization_error
+from core.kafka_io import FatalError, merge_offsets, next_offsets, produce, read_to_end, records, transaction
+from core.poison import PoisonScreen
 from incidents import ocsf, state
 from incidents.alert_input import AlertError, clamp_future, parse_alert
 from incidents.book import Incident, IncidentBook, Limits
@@ -71,6 +72,14 @@ def _dead_letter(topic: str, msg: Message, exc: AlertError) -> Output:
                              f"{msg.topic()}/{msg.partition()}/{msg.offset()}", content_type=events.BYTES))
 
 
+def _skipped(topic: str, s: poison.Skipped) -> Output:
+    """An undecodable batch on the alert or feedback topic (``core.poison``): a dead letter naming its range."""
+    return (topic, None, None, headers.skipped_range_headers(s.topic, s.partition, s.start, s.end, poison.REASON,
+                                                             s.detail)
+            + events.headers(events.DEAD_LETTER, events.INCIDENTS_SOURCE, f"{s.topic}/{s.partition}/{s.start}-{s.end}",
+                             content_type=events.BYTES))
+
+
 class IncidentService:
     def __init__(self, settings: IncidentSettings) -> None:
         self.settings = settings
@@ -91,6 +100,7 @@ class IncidentService:
         self.pending: list[tuple[Any, float]] = []  # counter increments of the transaction in progress
         self.conf: dict[str, Any] = {}  # the clients' settings, named in a denial
         self.pending_findings: list[Output] = []  # OCSF findings of the records being written
+        self.screen = PoisonScreen()
 
     def ready(self) -> tuple[bool, str]:
         return (True, f"ready: {len(self.book.open)} open incidents") if self.restored else (False, "restoring")
@@ -117,9 +127,9 @@ class IncidentService:
             _raise_if_denied(self.conf, exc.args[0], None)
             raise
         self._restore(conf)
-        self.consumer = Consumer({**conf, "group.id": s.group_id, "enable.auto.commit": False,
+        self.consumer = Consumer({**MEMORY_BOUNDS, **conf, "group.id": s.group_id, "enable.auto.commit": False,
                                   "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
-        self.consumer.subscribe([s.alert_topic, s.feedback_topic])
+        self.consumer.subscribe([s.alert_topic, s.feedback_topic], on_revoke=lambda _c, ps: self.screen.forget(ps))
         self.restored = True
         log.info("incident service ready: %d incidents restored (%d open), %d verdicts in force, page line %.1f",
                  len(self.book.incidents), len(self.book.open), len(self.book.rules), self.book.budget.line)
@@ -156,13 +166,15 @@ class IncidentService:
 
     def step(self) -> int:
         assert self.consumer is not None and self.producer is not None
-        msgs = records(self.consumer.consume(self.settings.batch_size, 0.5), self.conf)
-        if not msgs:
+        msgs, skipped = self.screen.screen(self.consumer, self.consumer.consume(self.settings.batch_size, 0.5))
+        msgs = records(msgs, self.conf)
+        if not msgs and not skipped:
             if time.monotonic() - self.last_input >= self.settings.idle_close_s:
                 self._close_idle()
             return 0
         self.last_input = time.monotonic()
-        outputs: list[Output] = []
+        outputs: list[Output] = [_skipped(self.settings.dead_letter_topic, s) for s in skipped]
+        self._count(self.metrics.unreadable.labels(reason=poison.REASON), len(skipped))
         changed: dict[str, Incident] = {}
         rules: set[str] = set()
         for msg in msgs:
@@ -171,7 +183,8 @@ class IncidentService:
             else:
                 outputs += self._alert(msg, changed, rules)
         outputs += self._housekeeping(changed, rules)
-        self._commit(outputs, next_offsets(msgs))
+        self._commit(outputs, merge_offsets(next_offsets(msgs),
+                                            [TopicPartition(s.topic, s.partition, s.end) for s in skipped]))
         self._gauges()
         return len(msgs)
 

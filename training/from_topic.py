@@ -24,7 +24,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from core import wire
 from core.acl import Grant, require
-from core.kafka import KafkaSettings, check_connection
+from core.kafka import MEMORY_BOUNDS, KafkaSettings, check_connection
 from core.kafka_io import read_range
 from core.records import Records, as_frame
 from core.schema import RecordSchema
@@ -49,7 +49,7 @@ class _Read:
 
 
 def _consumer(kafka: KafkaSettings) -> Consumer:
-    return Consumer({**kafka.client_config(), "group.id": f"retrain-{uuid.uuid4().hex[:8]}",
+    return Consumer({**MEMORY_BOUNDS, **kafka.client_config(), "group.id": f"retrain-{uuid.uuid4().hex[:8]}",
                      "enable.auto.commit": False, "isolation.level": "read_committed"})
 
 

@@ -16,7 +16,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
 from core import jsondoc
-from core.kafka import access_denied, is_authorization_error
+from core.kafka import MEMORY_BOUNDS, access_denied, is_authorization_error
 from core.kafka_io import records
 from incidents.book import CLOSED, Incident
 
@@ -81,7 +81,7 @@ def follow(conf: dict[str, Any], topic: str, view: IncidentView, stop: threading
     No consumer group (the console commits nothing and needs no group ACL): every partition is assigned from its
     low watermark. ``view.caught_up`` turns true once the end seen at start was reached (readiness). A topic
     that is missing raises RuntimeError, a denied one ``AccessDenied`` (exit 3): waiting would not help."""
-    consumer = Consumer({**conf, "group.id": f"console-{topic}", "enable.auto.commit": False,
+    consumer = Consumer({**MEMORY_BOUNDS, **conf, "group.id": f"console-{topic}", "enable.auto.commit": False,
                          "isolation.level": "read_committed", "enable.partition.eof": False})
     try:
         md = consumer.list_topics(topic, timeout=30).topics[topic]
