@@ -63,5 +63,9 @@ class ModelWatcher(threading.Thread):
             log.error("refusing model bundle %s: %s; still scoring with the loaded model", target, exc)
             self.metrics.model_load_failures.labels(reason="bundle").inc()
             return
+        except Exception:  # noqa: BLE001 - the watcher must outlive any bundle, or rollback never takes effect
+            log.exception("refusing model bundle %s: loading it raised; still scoring with the loaded model", target)
+            self.metrics.model_load_failures.labels(reason="error").inc()
+            return
         with self._lock:
             self._ready = model

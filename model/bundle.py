@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,9 @@ PREPROCESSING_FILE = "preprocessing.json"
 SCHEMA_FILE = "schema.json"
 FORMAT = "kdd-ae-bundle"
 FORMAT_VERSION = 1
+MAX_MANIFEST_BYTES = 1 << 20
+MAX_FILE_BYTES = 1 << 30  # a model of this project is a few MB; anything near this is not one
+MAX_FILES = 64
 
 
 class BundleError(RuntimeError):
@@ -109,10 +113,7 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     manifest_path = path / MANIFEST
     if not manifest_path.exists():
         raise BundleError(f"model bundle {path} has no {MANIFEST}; it is not a bundle or is incomplete")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BundleError(f"{manifest_path} is not valid JSON ({exc}); the bundle is corrupt") from exc
+    manifest = _checked_manifest(manifest_path, _bundle_file(path, MANIFEST, MAX_MANIFEST_BYTES))
     if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
         raise BundleError(f"{manifest_path}: format {manifest.get('format')!r} v{manifest.get('format_version')} "
                           f"is not {FORMAT} v{FORMAT_VERSION}")
@@ -125,15 +126,62 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
             raise BundleError(f"{manifest_path} does not list {required}")
     problems = []
     for name, digest in files.items():
-        f = path / name
-        if not f.exists():
-            problems.append(f"{name} is missing")
-        elif sha256_file(f) != digest:
+        try:
+            f = _bundle_file(path, name, MAX_FILE_BYTES)
+        except BundleError as exc:
+            problems.append(str(exc))
+            continue
+        if sha256_file(f) != digest:
             problems.append(f"{name} does not match its checksum (altered or truncated)")
     if problems:
         raise BundleError(f"model bundle {path} is corrupt: " + "; ".join(problems))
     if tuple(manifest["features"]) != read_schema(path, manifest).names:
         raise BundleError(f"{path}: the manifest's feature order differs from the bundle's record schema")
+    return manifest
+
+
+def _bundle_file(bundle: Path, name: str, limit: int) -> Path:
+    """``name`` as a file of ``bundle``: a relative path that stays inside it (symlinks resolved), a regular file
+    (never a device such as /dev/zero, which hung the loader), at most ``limit`` bytes."""
+    candidate = Path(name)
+    if candidate.is_absolute() or ".." in candidate.parts or not name:
+        raise BundleError(f"{name!r:.200} is not a file name inside the bundle")
+    root = bundle.resolve()
+    f = (bundle / candidate).resolve()
+    if root not in f.parents:
+        raise BundleError(f"{name!r:.200} resolves outside the bundle ({f})")
+    if not f.exists():
+        raise BundleError(f"{name} is missing")
+    if not f.is_file():
+        raise BundleError(f"{name} is not a regular file")
+    if f.stat().st_size > limit:
+        raise BundleError(f"{name} is {f.stat().st_size} bytes, over the {limit}-byte limit for a bundle file")
+    return f
+
+
+def _checked_manifest(manifest_path: Path, f: Path) -> dict[str, Any]:
+    """bundle.json read as hostile input: types checked, numbers finite, names bounded (issue 31 item 15: a NaN
+    threshold was swapped in and alerted on nothing; a malformed ``files`` list killed the model watcher)."""
+    try:
+        manifest = json.loads(f.read_text())
+    except (OSError, UnicodeDecodeError, RecursionError, json.JSONDecodeError) as exc:
+        raise BundleError(f"{manifest_path} is not valid JSON ({str(exc)[:200]}); the bundle is corrupt") from None
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{manifest_path} is not a JSON object")
+    threshold = manifest.get("threshold")
+    if threshold is not None and (isinstance(threshold, bool) or not isinstance(threshold, int | float)
+                                  or not math.isfinite(threshold) or threshold <= 0):
+        raise BundleError(f"{manifest_path}: threshold must be a finite positive number, got {threshold!r:.60}")
+    files = manifest.get("files")
+    if files is not None and (not isinstance(files, dict) or len(files) > MAX_FILES or not all(
+            isinstance(k, str) and len(k) <= 200 and isinstance(v, str) and len(v) == 64 for k, v in files.items())):
+        raise BundleError(f"{manifest_path}: files must map at most {MAX_FILES} file names to sha256 digests")
+    features = manifest.get("features")
+    if features is not None and (not isinstance(features, list) or not all(isinstance(x, str) for x in features)):
+        raise BundleError(f"{manifest_path}: features must be a list of names")
+    version = manifest.get("version")
+    if version is not None and (not isinstance(version, str) or not 0 < len(version) <= 200):
+        raise BundleError(f"{manifest_path}: version must be a string of 1-200 characters")
     return manifest
 
 

@@ -124,3 +124,45 @@ def test_lambda_refused_by_safe_mode_too(copy: Path) -> None:
     keras.Model(inp, keras.layers.Lambda(lambda t: t * 1.0)(inp)).save(copy / MODEL_FILE)
     with pytest.raises(ValueError, match="safe_mode"):
         keras.models.load_model(copy / MODEL_FILE, compile=False, safe_mode=True)
+
+
+def _manifest(copy: Path, **changes: object) -> None:
+    import json
+
+    m = json.loads((copy / "bundle.json").read_text())
+    m.update(changes)
+    (copy / "bundle.json").write_text(json.dumps(m))
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize(("change", "reason"), [
+    ({"threshold": float("nan")}, "threshold must be a finite positive number"),
+    ({"threshold": -1}, "threshold must be a finite positive number"),
+    ({"threshold": "0.1"}, "threshold must be a finite positive number"),
+    ({"files": ["model.keras"]}, "files must map"),
+    ({"files": {"model.keras": 5}}, "files must map"),
+    ({"features": "duration"}, "features must be a list"),
+    ({"version": {"x": 1}}, "version must be a string"),
+])
+def test_a_hostile_manifest_is_refused_with_a_reason(copy: Path, change: dict, reason: str) -> None:
+    """Issue 31 item 15: bundle.json is hostile input (a NaN threshold once swapped in and alerted on nothing)."""
+    _manifest(copy, **change)
+    with pytest.raises(BundleError, match=reason):
+        load_bundle(copy)
+
+
+@pytest.mark.hostile
+@pytest.mark.parametrize("target", ["/dev/zero", "/etc/hostname", "../outside"])
+def test_files_outside_the_bundle_or_not_regular_are_refused_without_reading_them(copy: Path, target: str) -> None:
+    import json
+
+    m = json.loads((copy / "bundle.json").read_text())
+    if target.startswith(".."):
+        (copy.parent / "outside").write_text("x")
+        m["files"]["../outside"] = "0" * 64
+    else:
+        (copy / "zero").symlink_to(target)
+        m["files"]["zero"] = "0" * 64
+    (copy / "bundle.json").write_text(json.dumps(m))
+    with pytest.raises(BundleError, match="not a file name inside|resolves outside|not a regular file"):
+        load_bundle(copy)  # /dev/zero used to hang the loader in sha256_file

@@ -311,3 +311,27 @@ def test_the_model_watcher_swaps_on_a_pointer_move_and_refuses_a_bad_bundle_once
     watcher.check()  # refused once, not retried until the pointer moves again
     assert loads == ["v2", "v3"] and watcher.take() is None
     assert metrics.model_load_failures.labels(reason="bundle")._value.get() == 1
+
+
+@pytest.mark.hostile
+def test_the_model_watcher_survives_any_exception_and_still_rolls_back(tmp_path: Path) -> None:
+    """Issue 31 item 15: a malformed ``files`` list raised something other than BundleError and killed the
+    watcher thread, so a rollback never took effect. Any failure is a counted refusal; the next move works."""
+    store = tmp_path / "store"
+    for version in ("v1", "v2"):
+        (store / version).mkdir(parents=True)
+    (store / "current").symlink_to("v2", target_is_directory=True)
+
+    def load(target: Path) -> Any:
+        if target.name == "v2":
+            raise AttributeError("'list' object has no attribute 'items'")
+        return f"model {target.name}"
+
+    metrics = DetectorMetrics(0.01)
+    watcher = ModelWatcher(store, (store / "v1").resolve(), load, 3600, metrics)
+    watcher.check()
+    assert watcher.take() is None and metrics.model_load_failures.labels(reason="error")._value.get() == 1
+    (store / "current").unlink()
+    (store / "current").symlink_to("v1", target_is_directory=True)  # the rollback
+    watcher.check()
+    assert watcher.take() == "model v1"
