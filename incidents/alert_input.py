@@ -41,6 +41,9 @@ class AlertIn:
     label: str | None
     source: dict[str, Any]
     at: dict[str, Any]  # where this alert is on the alert topic
+    score: float | None = None
+    threshold: float | None = None
+    model_version: str | None = None
 
     @property
     def categories(self) -> tuple[str, ...]:
@@ -55,7 +58,8 @@ class AlertIn:
                 "record_id": self.record_id, "source": self.source, "event_time": iso(self.event_ms),
                 "severity": self.severity, "normal_rank": self.normal_rank, "threshold_fpr": self.threshold_fpr,
                 "categories": dict(self.category_items), "top_features": [{"feature": f} for f in self.features],
-                "label": self.label, "alert_at": self.at}
+                "label": self.label, "alert_at": self.at, "score": self.score, "threshold": self.threshold,
+                "model_version": self.model_version}
 
 
 def _text(value: Any, name: str, limit: int = MAX_TEXT) -> str:
@@ -104,6 +108,7 @@ def alert_from_doc(doc: Any, fallback_ms: int, at: dict[str, Any] | None = None)
         raise AlertError("bad_field", "top_features must be a list of objects")
     label = doc.get("label")
     record_id = doc.get("record_id")
+    model_version = doc.get("model_version")
     return AlertIn(
         doc=doc,
         record_id=None if record_id is None else _text(record_id, "record_id"),
@@ -117,6 +122,9 @@ def alert_from_doc(doc: Any, fallback_ms: int, at: dict[str, Any] | None = None)
         label=None if label is None else _text(label, "label"),
         source=_coordinates(doc.get("source"), "source"),
         at=at if at is not None else _coordinates(doc.get("alert_at"), "alert_at"),
+        score=_number(doc, "score", 0.0, 1e30, nullable=True),
+        threshold=_number(doc, "threshold", 0.0, 1e30, nullable=True),
+        model_version=None if model_version is None else _text(model_version, "model_version", MAX_NAME),
     )
 
 

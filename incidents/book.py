@@ -68,6 +68,7 @@ class Incident:
     exceeds_verdict: str | None = None  # the verdict whose rate these alerts broke through
     over_verdict_alerts: int = 0
     resolution: dict[str, Any] | None = None  # the benign verdict given on this incident (who, when, why)
+    model_version: str | None = None  # the model that scored its latest alert
     features: Counter[str] = dataclasses.field(default_factory=Counter)
     labels: Counter[str] = dataclasses.field(default_factory=Counter)
     sample: list[dict[str, Any]] = dataclasses.field(default_factory=list)
@@ -93,6 +94,8 @@ class Incident:
             self.labels[label] += 1
         if len(self.sample) < SAMPLE_SIZE:
             self.sample.append({"record_id": alert.record_id, **alert.source})
+        if alert.model_version is not None:
+            self.model_version = alert.model_version
         if exceeds is not None:
             self.exceeds_verdict = exceeds
             self.over_verdict_alerts += 1
@@ -116,6 +119,7 @@ class Incident:
             "severity_sum": self.severity_sum, "exceeds_verdict": self.exceeds_verdict,
             "over_verdict_alerts": self.over_verdict_alerts, "resolution": self.resolution,
             "features": dict(self.features.most_common()), "labels": dict(self.labels), "sample": self.sample,
+            "model_version": self.model_version,
         }
 
     @classmethod
@@ -133,6 +137,8 @@ class Incident:
                   raw["exceeds_verdict"], int(raw["over_verdict_alerts"]), raw["resolution"],
                   Counter({str(k): int(v) for k, v in raw["features"].items()}),
                   Counter({str(k): int(v) for k, v in raw["labels"].items()}), list(raw["sample"])[:SAMPLE_SIZE])
+        version = raw.get("model_version")  # absent from records written before it was kept
+        inc.model_version = None if version is None else str(version)[:64]
         if inc.status not in (OPEN, UPDATED, CLOSED) or inc.triage not in (PAGE, REVIEW):
             raise ValueError(f"status {inc.status!r} or triage {inc.triage!r} unknown")
         return inc

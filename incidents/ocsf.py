@@ -12,11 +12,21 @@ named by the model version, and the top features are observables. An incident is
 Create on its first alert, Update after, Close when it goes quiet; priority_id from triage (page: High; the
 generated 1.1.0 schema types the ``priority`` caption as an integer, so only the id is written), verdict
 Benign when an analyst marked it so. Our own fields that OCSF has no place for go under ``unmapped``.
+
+As a SIEM engineer reads them (issue 31 item 17): ``metadata.uid`` is unique per event (a lake that
+deduplicates on it keeps every update; the same change re-sent after a restart has the same uid), while
+``finding_info.uid`` names the finding across its events; both classes name the model version (the analytic's
+uid); a close that nobody decided is status Closed ("closed after a quiet gap; never reviewed" when it paged),
+and only a benign verdict is Resolved; observables are only real entities (none in a KDD record: the top
+features are evidence, under ``unmapped``), never type 99 "Other". Every finding is validated against the
+vendored 1.1.0 schemas and the newest ``ocsf-json-schema`` ships (1.8.0).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 import time
 from typing import Any
 
@@ -59,6 +69,7 @@ def detection_finding(doc: dict[str, Any], event_ms: int, *, suppressed_by: str 
     arrives, Update (status Suppressed) when a verdict mutes it."""
     source = doc.get("source") if isinstance(doc.get("source"), dict) else {}
     uid = f"{source.get('topic')}/{source.get('partition')}/{source.get('offset')}"
+    event_uid = f"{uid}/{'suppressed' if suppressed_by else 'new'}"
     sev_id, sev = severity(float(doc.get("severity") or 1.0))
     cats = doc.get("categories") if isinstance(doc.get("categories"), dict) else {}
     features = [f.get("feature") for f in doc.get("top_features") or [] if isinstance(f, dict) and f.get("feature")]
@@ -71,13 +82,12 @@ def detection_finding(doc: dict[str, Any], event_ms: int, *, suppressed_by: str 
         "class_uid": 2004, "class_name": "Detection Finding", "type_uid": 200400 + activity[0],
         "type_name": f"Detection Finding: {activity[1]}", "severity_id": sev_id, "severity": sev,
         "status_id": status[0], "status": status[1], "time": event_ms,
-        "metadata": _metadata("detector", uid),
+        "metadata": _metadata("detector", event_uid),
         "finding_info": {"uid": uid, "title": title[:200], "types": ANOMALY_TYPES, "analytic": analytic,
                          "created_time": _ms(doc.get("detection_time"), event_ms),
-                         "desc": f"score {doc.get('score')} over threshold {doc.get('threshold')}"},
-        "observables": [{"name": str(f)[:200], "type_id": 99, "type": "Other", "value": "top contributing feature"}
-                        for f in features[:10]],
+                         "desc": _desc(doc, features)},
         "unmapped": {"record_id": doc.get("record_id"), "source": source, "score": doc.get("score"),
+                     "top_features": features[:10],
                      "threshold": doc.get("threshold"), "severity": doc.get("severity"),
                      "normal_rank": doc.get("normal_rank"), "categories": cats, "incident_id": incident_id,
                      "suppressed_by": suppressed_by},
@@ -87,13 +97,24 @@ def detection_finding(doc: dict[str, Any], event_ms: int, *, suppressed_by: str 
     return finding
 
 
+def _desc(doc: dict[str, Any], features: list[Any]) -> str:
+    score, threshold = doc.get("score"), doc.get("threshold")
+    worst = ", ".join(str(f) for f in features[:3]) or "none named"
+    if isinstance(score, int | float) and isinstance(threshold, int | float):
+        return f"reconstruction error {score:.6g} over the threshold {threshold:.6g}; worst features: {worst}"[:500]
+    return f"reconstruction error over the model's threshold; worst features: {worst}"[:500]
+
+
 def incident_finding(inc: dict[str, Any], *, created: bool) -> dict[str, Any]:
     """One incident record (``Incident.to_dict()``) as an Incident Finding: Create, Update or Close."""
     closed = inc.get("status") == "closed"
-    activity = (3, "Close") if closed else (1, "Create") if created else (2, "Update")
-    status = (4, "Resolved") if closed else (1, "New") if created else (2, "In Progress")
-    sev_id, sev = severity(float(inc.get("max_severity") or 1.0))
+    resolved = isinstance(inc.get("resolution"), dict)
     paged = (inc.get("triage") or {}).get("decision") == "page"
+    activity = (3, "Close") if closed else (1, "Create") if created else (2, "Update")
+    status = ((4, "Resolved") if resolved else (5, "Closed")) if closed else (1, "New") if created else \
+        (2, "In Progress")
+    sev_id, sev = severity(float(inc.get("max_severity") or 1.0))
+    digest = hashlib.sha1(json.dumps(inc, sort_keys=True, default=str).encode("utf-8", "replace")).hexdigest()[:16]
     signature = [str(s) for s in inc.get("signature") or []]
     finding: dict[str, Any] = {  # OCSF requires an assignee or a group: the triage queue (page or review)
         "activity_id": activity[0], "activity_name": activity[1], "category_uid": 2, "category_name": "Findings",
@@ -104,18 +125,23 @@ def incident_finding(inc: dict[str, Any], *, created: bool) -> dict[str, Any]:
         "count": int(inc.get("alerts") or 0),
         "priority_id": 3 if paged else 1,
         "assignee_group": {"name": "page" if paged else "review", "desc": "the triage queue it is in"},
-        "metadata": _metadata("incidents", str(inc.get("incident_id"))),
+        "metadata": _metadata("incidents", f"{inc.get('incident_id')}/{digest}"),
         "finding_info_list": [{"uid": str(inc.get("incident_id")),
                                "title": ("Anomalous connections: " + "/".join(signature[:3]))[:200],
-                               "types": ANOMALY_TYPES, "analytic": LEARNING,
+                               "types": ANOMALY_TYPES,
+                               "analytic": {**LEARNING, **({"uid": str(inc["model_version"])[:64]}
+                                                           if inc.get("model_version") else {})},
                                "first_seen_time": int(inc.get("first_seen_ms") or 0),
                                "last_seen_time": int(inc.get("last_seen_ms") or 0)}],
-        "observables": [{"name": str(f)[:200], "type_id": 99, "type": "Other", "value": str(n)}
-                        for f, n in list((inc.get("features") or {}).items())[:10]],
         "unmapped": {"priority": inc.get("priority"), "triage": inc.get("triage"), "signature": signature,
+                     "top_features": dict(list((inc.get("features") or {}).items())[:10]),
+                     "model_version": inc.get("model_version"),
                      "rate_per_min": inc.get("rate_per_min"), "labels": inc.get("labels"),
                      "exceeds_verdict": inc.get("exceeds_verdict")},
     }
+    if closed and not resolved:
+        finding["status_detail"] = ("closed after a quiet gap; it paged and was never reviewed" if paged else
+                                    "closed after a quiet gap; never reviewed")
     resolution = inc.get("resolution")
     if isinstance(resolution, dict):
         finding |= {"verdict_id": 5, "verdict": "Benign", "assignee": {"name": str(resolution.get("analyst"))[:200]},

@@ -247,8 +247,7 @@ class IncidentService:
             if inc.alerts == 1 and inc.incident_id not in changed:
                 self._count(m.opened)
             changed[inc.incident_id] = inc
-        found = _finding(self.settings.ocsf_topic, ocsf.detection_finding(
-            alert.compact() | {"model_version": alert.doc.get("model_version")}, alert.event_ms,
+        found = _finding(self.settings.ocsf_topic, ocsf.detection_finding(alert.compact(), alert.event_ms,
             incident_id=filing.changed[-1].incident_id if filing.changed else None))
         return found + [self._suppressed(doc, rule_id) for doc, rule_id in filing.suppressed]
 

@@ -1,4 +1,4 @@
-"""Every OCSF finding the incident service can write validates against the vendored OCSF 1.1.0 JSON Schemas
+"""Every OCSF finding the incident service can write validates against the vendored OCSF 1.1.0 and 1.8.0 JSON Schemas
 (Detection Finding 2004, Incident Finding 2005): new, suppressed and hostile-but-valid alerts, incidents as
 they open, grow, are marked benign and close."""
 
@@ -23,18 +23,23 @@ SCHEMAS = Path(__file__).resolve().parents[2] / "incidents" / "ocsf_schema"
 
 
 @pytest.fixture(scope="module")
-def validators() -> dict[int, jsonschema.protocols.Validator]:
-    out = {}
-    for uid, name in ((2004, "detection_finding"), (2005, "incident_finding")):
-        schema = json.loads((SCHEMAS / f"{name}.json").read_text())
-        jsonschema.Draft202012Validator.check_schema(schema)
-        out[uid] = jsonschema.Draft202012Validator(schema)
+def validators() -> dict[int, list[jsonschema.protocols.Validator]]:
+    """Each class's schema in OCSF 1.1.0 (what the findings declare) and 1.8.0 (the newest ocsf-json-schema ships)."""
+    out: dict[int, list[jsonschema.protocols.Validator]] = {2004: [], 2005: []}
+    for folder in (SCHEMAS, SCHEMAS / "1.8.0"):
+        for uid, name in ((2004, "detection_finding"), (2005, "incident_finding")):
+            schema = json.loads((folder / f"{name}.json").read_text())
+            jsonschema.Draft202012Validator.check_schema(schema)
+            out[uid].append(jsonschema.Draft202012Validator(schema))
     return out
 
 
 def valid(validators: dict[int, Any], finding: dict[str, Any]) -> None:
-    errors = sorted(validators[finding["class_uid"]].iter_errors(finding), key=str)
-    assert not errors, "\n".join(f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors[:5])
+    for validator in validators[finding["class_uid"]]:
+        errors = sorted(validator.iter_errors(finding), key=str)
+        assert not errors, validator.schema["$id"] + ": " + "\n".join(
+            f"{'/'.join(map(str, e.path))}: {e.message}" for e in errors[:5])
+    assert all(o.get("type_id") != 99 for o in finding.get("observables", []))  # issue 31 item 17
 
 
 def test_alerts_and_incidents_through_their_life_are_valid_findings(validators: dict[int, Any]) -> None:
@@ -50,17 +55,23 @@ def test_alerts_and_incidents_through_their_life_are_valid_findings(validators: 
         findings += [ocsf.incident_finding(inc.to_dict(), created=inc.alerts == 1) for inc in filing.changed]
     inc = max(book.incidents.values(), key=lambda i: i.alerts)  # severities span several buckets
     assert book.mark_benign(VerdictDoc(inc.incident_id, T0 + 3_600_000, T0 + 40_000, "ann", "lab scan"))[0] == "applied"
-    findings.append(ocsf.incident_finding(inc.to_dict(), created=False))
-    book.close_idle(T0 + 3_600_000, 0)
-    closed = ocsf.incident_finding(inc.to_dict(), created=False)
+    closed = ocsf.incident_finding(inc.to_dict(), created=False)  # the verdict closed it
     findings.append(closed)
+    findings += [ocsf.incident_finding(i.to_dict(), created=False) for i in book.close_idle(T0 + 3_600_000, 0)]
     suppressed = ocsf.detection_finding(doc(99, T0, severity=2.0), T0, suppressed_by=inc.incident_id)
     findings.append(suppressed)
     for f in findings:
         valid(validators, f)
     assert findings[0]["finding_info"]["analytic"]["type"] == "Learning (ML/DL)"
-    assert [o["name"] for o in findings[0]["observables"]][:1] == ["service"]
+    assert findings[0]["unmapped"]["top_features"][:1] == ["service"]
+    assert "reconstruction error 0.5 over the threshold 0.01" in findings[0]["finding_info"]["desc"]
+    assert findings[0]["finding_info"]["analytic"]["uid"] == "ae-1"
+    uids = [f["metadata"]["uid"] for f in findings]
+    assert len(set(uids)) == len(uids)  # a lake deduplicating on metadata.uid keeps every event
     assert closed["activity_name"] == "Close" and closed["verdict"] == "Benign" and "ann" in closed["comment"]
+    assert closed["status"] == "Resolved" and closed["finding_info_list"][0]["analytic"]["uid"] == "ae-1"
+    quiet = [f for f in findings if f["class_uid"] == 2005 and f["activity_name"] == "Close" and "verdict" not in f]
+    assert quiet and all(f["status"] == "Closed" and "never reviewed" in f["status_detail"] for f in quiet)
     assert suppressed["status"] == "Suppressed" and suppressed["activity_name"] == "Update"
     assert {f["severity_id"] for f in findings if f["class_uid"] == 2004} >= {2, 3, 4, 5}
 
