@@ -109,6 +109,20 @@ class ParsedBatch:
 _Part = tuple[np.ndarray, list[np.ndarray], np.ndarray, list[Rejection]]
 
 
+def _unreadable(parser: Parser, values: Sequence[bytes | None], unreadable: Sequence[int]) -> ParsedBatch:
+    """Parse a batch whose records at ``unreadable`` have headers the client could not read
+    (``core.kafka_io.read_headers``): each is a ``bad_header`` rejection whatever its value, never scored."""
+    values = list(values)
+    for i in unreadable:
+        values[i] = None  # rejected as empty, then renamed below
+    parsed = parser.parse_safe(values)
+    bad = set(unreadable)
+    parsed.rejections[:] = [dataclasses.replace(r, code=BAD_HEADER, detail="a header key is not valid UTF-8 (sent "
+                                                "by a non-librdkafka client?); the record is kept here whole")
+                            if r.index in bad else r for r in parsed.rejections]
+    return parsed
+
+
 class Parser:
     """Parses batches of one schema; the Arrow reader options are built once, not per batch."""
 
@@ -321,20 +335,10 @@ class Parser:
         committed), stopping the whole partition. So on an unexpected exception the batch is re-parsed one
         value at a time and each value that still raises becomes a ``parser_error`` rejection.
 
-        ``unreadable``: positions of records whose headers the client could not read
-        (``core.kafka_io.read_headers``): each is a ``bad_header`` rejection, whatever its value.
+        ``unreadable``: positions of records whose headers the client could not read (:func:`_unreadable`).
         """
         if unreadable:
-            values = list(values)
-            for i in unreadable:
-                values[i] = None  # rejected as empty, then renamed: never parsed or scored
-            parsed = self.parse_safe(values)
-            bad = set(unreadable)
-            parsed.rejections[:] = [dataclasses.replace(r, code=BAD_HEADER, detail="a header key is not valid UTF-8 "
-                                                        "(sent by a non-librdkafka client?); the record is kept "
-                                                        "here whole") if r.index in bad else r
-                                    for r in parsed.rejections]
-            return parsed
+            return _unreadable(self, values, unreadable)
         try:
             return self.parse(values)
         except Exception:  # noqa: BLE001 - the point is to survive parser bugs

@@ -68,10 +68,10 @@ class Incident:
     exceeds_verdict: str | None = None  # the verdict whose rate these alerts broke through
     over_verdict_alerts: int = 0
     resolution: dict[str, Any] | None = None  # the benign verdict given on this incident (who, when, why)
-    model_version: str | None = None  # the model that scored its latest alert
     features: Counter[str] = dataclasses.field(default_factory=Counter)
     labels: Counter[str] = dataclasses.field(default_factory=Counter)
     sample: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    model_version: str | None = None  # the model that scored its latest alert
 
     def add(self, alert: AlertIn, event_ms: int, gap_ms: int, exceeds: str | None) -> None:
         self.alerts += 1
@@ -353,3 +353,23 @@ class IncidentBook:
         self._close(incident)
         return "applied", rule
 
+
+    def revoke(self, verdict: VerdictDoc) -> tuple[str, Filing]:
+        """Take back the benign verdict on ``verdict.incident_id``: its rule ends now, what it held is filed (no
+        longer covered), and the incident's resolution keeps an audit of who revoked it, when and why. Outcomes:
+        ``revoked``, ``not_in_force`` (no such verdict, or it already ended)."""
+        filing = Filing()
+        rule = self.rules.pop(verdict.incident_id, None)
+        if rule is None:
+            return "not_in_force", filing
+        filing.rules.add(rule.verdict_id)
+        for entry in rule.held:
+            held = alert_from_doc(entry["alert"], int(entry["event_ms"]))
+            self._file(held, held.event_ms, None, filing)
+        incident = self.incidents.get(verdict.incident_id)
+        if incident is not None and incident.resolution is not None:
+            incident.resolution = {**incident.resolution, "revoked": {
+                "analyst": verdict.analyst, "note": verdict.note, "decided_ms": verdict.decided_ms,
+                "suppressed": rule.suppressed, "broke_through": rule.broke_through}}
+            filing.changed.append(incident)
+        return "revoked", filing

@@ -25,6 +25,7 @@ from core.kafka import KafkaSettings, check_connection
 from core.kafka_io import read_to_end
 from core.settings import Settings
 from incidents import state
+from incidents.verdicts import BENIGN, REVOKE
 
 
 def _user() -> str:
@@ -52,6 +53,8 @@ class FeedbackSettings(_FeedbackClient):
     analyst: str = Field(default_factory=_user, min_length=1, max_length=200,
                          description="who decided (kept with the verdict; default: the login name)")
     note: str = Field("", max_length=500, description="why (kept with the verdict)")
+    revoke: bool = Field(False, description="take back the benign verdict on the incident instead: its alerts are "
+                         "filed again from now on (the revocation is kept on the feedback topic, with who and why)")
 
     def acls(self) -> list[Grant]:
         """Writing the feedback topic is the power to mute alerts (for a bounded rate and time): grant it to the
@@ -88,8 +91,8 @@ def verdict_writer(conf: dict[str, Any]) -> Producer:
 def send(s: FeedbackSettings, producer: Producer | None = None) -> dict[str, object]:
     """Write one verdict and wait until the broker has it; ``producer`` lets a caller send many over one."""
     now_ms = int(time.time() * 1000)
-    verdict = {"incident_id": s.incident, "verdict": "benign", "until_ms": now_ms + int(s.for_s * 1000),
-               "decided_ms": now_ms, "analyst": s.analyst, "note": s.note}
+    verdict = {"incident_id": s.incident, "verdict": REVOKE if s.revoke else BENIGN,
+               "until_ms": now_ms + int(s.for_s * 1000), "decided_ms": now_ms, "analyst": s.analyst, "note": s.note}
     producer = producer or verdict_producer(s)
     errors: list[str] = []
     producer.produce(s.feedback_topic, key=s.incident.encode(), value=json.dumps(verdict).encode(),
@@ -107,22 +110,31 @@ def verdicts(s: VerdictListSettings) -> list[dict[str, Any]]:
     in_force = state.verdicts_in_force((m.key(), m.value()) for m in read_to_end(conf, s.state_topic))
     now_ms = int(time.time() * 1000)
     out = []
+    docs: list[tuple[int, dict[str, Any] | None]] = []
     for msg in read_to_end(conf, s.feedback_topic):
         try:
             doc = jsondoc.loads(msg.value() or b"")
-            if not isinstance(doc, dict):
-                raise ValueError("not an object")
+            docs.append((msg.offset(), doc if isinstance(doc, dict) else None))
         except ValueError:
-            out.append({"offset": msg.offset(), "status": "unreadable"})
+            docs.append((msg.offset(), None))
+    revoked = {str(d.get("incident_id")): d for _, d in docs if d is not None and d.get("verdict") == REVOKE}
+    for offset, doc in docs:
+        if doc is None:
+            out.append({"offset": offset, "status": "unreadable"})
             continue
         rule = in_force.get(str(doc.get("incident_id")))
-        if rule is not None and rule.get("decided_ms") == doc.get("decided_ms"):
+        revocation = revoked.get(str(doc.get("incident_id")))
+        if doc.get("verdict") == REVOKE:
+            status = "revocation"
+        elif revocation is not None and rule is None:
+            status = f"revoked by {str(revocation.get('analyst'))[:60]}"
+        elif rule is not None and rule.get("decided_ms") == doc.get("decided_ms"):
             status = "in force"
         elif isinstance(doc.get("until_ms"), int | float) and doc["until_ms"] < now_ms:
             status = "expired"
         else:
             status = "not in force (superseded, refused or not yet read: see the service's log)"
-        row = {"offset": msg.offset(), "incident_id": doc.get("incident_id"), "analyst": doc.get("analyst"),
+        row = {"offset": offset, "incident_id": doc.get("incident_id"), "analyst": doc.get("analyst"),
                "decided": _iso(doc.get("decided_ms")), "until": _iso(doc.get("until_ms")), "note": doc.get("note"),
                "status": status}
         if status == "in force" and rule is not None:

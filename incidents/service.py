@@ -34,7 +34,7 @@ from incidents.book import Incident, IncidentBook, Limits
 from incidents.metrics import IncidentMetrics
 from incidents.settings import IncidentSettings
 from incidents.triage import Budget
-from incidents.verdicts import BENIGN, Rule, VerdictDoc
+from incidents.verdicts import BENIGN, REVOKE, Rule, VerdictDoc
 
 log = logging.getLogger(__name__)
 
@@ -266,6 +266,14 @@ class IncidentService:
         except ValueError as exc:
             log.warning("ignoring an unreadable verdict at offset %d: %s", msg.offset(), str(exc)[:300])
             self._count(m.verdicts.labels(outcome="unreadable"))
+            return
+        if verdict.verdict == REVOKE:
+            outcome, filing = self.book.revoke(verdict)
+            self._count(m.verdicts.labels(outcome=outcome))
+            self._count(m.alerts, filing.filed)
+            rules |= filing.rules
+            changed.update((inc.incident_id, inc) for inc in filing.changed)
+            log.info("verdict on %s revoked by %r: %s", verdict.incident_id, verdict.analyst, outcome)
             return
         if verdict.verdict != BENIGN:
             self._count(m.verdicts.labels(outcome="ignored"))

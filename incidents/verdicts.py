@@ -32,6 +32,7 @@ MAX_ALLOWANCE = 100_000  # alerts per window a verdict can cover at most
 HOLD_MAX = 100  # alerts held per rule at most: beyond, matching alerts within the allowance are suppressed at once
 MAX_TEXT = 500  # analyst name and note, characters kept
 BENIGN = "benign"
+REVOKE = "revoke"  # takes back the benign verdict on an incident (issue 31 item 14)
 
 
 class VerdictError(ValueError):
@@ -59,7 +60,8 @@ class VerdictDoc:
         verdict = raw.get("verdict")
         if not isinstance(verdict, str) or len(verdict) > 50:
             raise VerdictError("verdict must be a short string ('benign')")
-        until_ms, decided_ms = _epoch_ms(raw, "until_ms"), _epoch_ms(raw, "decided_ms", required=False)
+        until_ms = _epoch_ms(raw, "until_ms", required=verdict != REVOKE) or 0
+        decided_ms = _epoch_ms(raw, "decided_ms", required=False)
         analyst, note = raw.get("analyst") or "", raw.get("note") or ""
         if not isinstance(analyst, str) or not isinstance(note, str):
             raise VerdictError("analyst and note must be strings")

@@ -29,6 +29,7 @@ from confluent_kafka import Producer
 
 import testkit as harness
 from core.records import default_data_path, read_records
+from core.settings import MODEL_DIR
 from tests.unit.test_triage import doc
 
 log = logging.getLogger("soak_bombs")
@@ -74,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="bombs per service [env SOAK_BOMBS; default 20]")
     p.add_argument("--mb-per-bomb", type=int, default=200, help="MB each bomb decodes to (default 200)")
     p.add_argument("--limit-mb", type=float, default=1024, help="peak RSS allowed (default 1024: the pod limit)")
-    p.add_argument("--model", type=Path, default=Path(os.environ.get("MODEL_DIR", "artifacts/model")),
-                   help="model bundle (trained on the KDD99 file if absent) [env MODEL_DIR]")
+    p.add_argument("--model", type=Path, default=Path(os.environ.get(MODEL_DIR, "artifacts/model")),
+                   help=f"model bundle (trained on the KDD99 file if absent) [env {MODEL_DIR}]")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     data = default_data_path()

@@ -12,6 +12,8 @@ analyst's browser), and with a token set every request needs it (``incidents.con
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -69,20 +71,21 @@ def create_app(s: ConsoleSettings, view: IncidentView, producer: Producer) -> Fa
         return pages.TemplateResponse(request, "rows.html", _listing(s, view, page, closed))
 
     @app.get("/incidents/{incident_id}", response_class=HTMLResponse)
-    def detail(request: Request, incident_id: str, sent: str | None = None) -> Response:
-        return pages.TemplateResponse(request, "detail.html", _detail(s, view, incident_id, sent=sent))
+    def detail(request: Request, incident_id: str, sent: str | None = None, revoked: str | None = None) -> Response:
+        return pages.TemplateResponse(request, "detail.html", _detail(s, view, incident_id, sent=sent) |
+                                      {"revoked": revoked})
 
     @app.post("/incidents/{incident_id}/benign", response_class=HTMLResponse)
     def mark_benign(request: Request, incident_id: str, analyst: Annotated[str, Form()],
                     reason: Annotated[str, Form()], hours: Annotated[float, Form()]) -> Response:
-        context = _detail(s, view, incident_id)
-        try:
-            verdict = _verdict(s, incident_id, analyst, reason, hours)
-            send(verdict, producer)
-        except (ValueError, RuntimeError) as exc:  # a bad form (400), or the verdict not delivered (503)
-            return pages.TemplateResponse(request, "detail.html", context | {"error": str(exc)},
-                                          status_code=400 if isinstance(exc, ValueError) else 503)
-        return RedirectResponse(f"/incidents/{quote(incident_id)}?sent={quote(verdict.analyst)}", status_code=303)
+        return _submit(Form_(pages, s, view, producer, request, incident_id), "sent",
+                       lambda: _verdict(s, incident_id, analyst, reason, hours))
+
+    @app.post("/incidents/{incident_id}/revoke", response_class=HTMLResponse)
+    def revoke(request: Request, incident_id: str, analyst: Annotated[str, Form()],
+               reason: Annotated[str, Form()]) -> Response:
+        return _submit(Form_(pages, s, view, producer, request, incident_id), "revoked",
+                       lambda: _verdict(s, incident_id, analyst, reason, 1.0).model_copy(update={"revoke": True}))
 
     @app.get("/verdicts", response_class=HTMLResponse)
     def verdict_page(request: Request) -> Response:
@@ -100,6 +103,31 @@ def create_app(s: ConsoleSettings, view: IncidentView, producer: Producer) -> Fa
         return PlainTextResponse(f"ready: {len(view)} incidents")
 
     return app
+
+
+@dataclasses.dataclass(frozen=True)
+class Form_:
+    """What answering a verdict form needs."""
+
+    pages: Jinja2Templates
+    settings: ConsoleSettings
+    view: IncidentView
+    producer: Producer
+    request: Request
+    incident_id: str
+
+
+def _submit(f: Form_, done: str, build: Callable[[], FeedbackSettings]) -> Response:
+    """Send the verdict (or revocation) a form asks for; a bad form is 400, an undelivered one 503; on success,
+    back to the incident with ``?{done}=analyst``."""
+    context = _detail(f.settings, f.view, f.incident_id)
+    try:
+        verdict = build()
+        send(verdict, f.producer)
+    except (ValueError, RuntimeError) as exc:
+        return f.pages.TemplateResponse(f.request, "detail.html", context | {"error": str(exc)},
+                                        status_code=400 if isinstance(exc, ValueError) else 503)
+    return RedirectResponse(f"/incidents/{quote(f.incident_id)}?{done}={quote(verdict.analyst)}", status_code=303)
 
 
 def _detail(s: ConsoleSettings, view: IncidentView, incident_id: str, sent: str | None = None) -> dict[str, Any]:

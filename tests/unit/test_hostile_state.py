@@ -226,3 +226,19 @@ def test_incident_from_dict_refuses_what_to_dict_never_writes() -> None:
     book = IncidentBook(gap_ms=300_000)
     rec = book.add(alert_from_doc(doc(1, T0), 0)).changed[0].to_dict()
     assert Incident.from_dict(jsondoc.loads(state.encode(rec))).to_dict() == rec
+
+
+def test_a_revoked_verdict_ends_now_files_what_it_held_and_keeps_an_audit() -> None:
+    """Issue 31 item 14: a verdict could only be revoked by letting it expire."""
+    book = IncidentBook(gap_ms=300_000)
+    inc = book.add(alert_from_doc(doc(1, T0), 0)).changed[0]
+    assert book.mark_benign(VerdictDoc(inc.incident_id, T0 + 10**9, T0, "ann", "lab"))[0] == "applied"
+    held = book.add(alert_from_doc(doc(2, T0 + 1000), 0))
+    assert held.held and held.filed == 0
+    outcome, filing = book.revoke(VerdictDoc(inc.incident_id, 0, T0 + 2000, "bob", "it was an attack", "revoke"))
+    assert outcome == "revoked" and filing.filed == 1 and inc.incident_id not in book.rules
+    assert inc.resolution is not None and inc.resolution["revoked"]["analyst"] == "bob"
+    after = book.add(alert_from_doc(doc(3, T0 + 3000), 0))
+    assert after.filed == 1 and not after.held  # no longer muted
+    assert book.revoke(VerdictDoc(inc.incident_id, 0, T0, "bob", "", "revoke"))[0] == "not_in_force"
+    assert VerdictDoc.parse({"incident_id": "x", "verdict": "revoke"}).until_ms == 0  # no duration needed
