@@ -75,12 +75,18 @@ def test_node_loss_mid_stream_loses_nothing(cluster: local_kafka.LocalKafka) -> 
     cluster.wait_ready()
 
 
+@pytest.fixture(autouse=True)
+def healthy(cluster: local_kafka.LocalKafka) -> None:
+    """Every test starts from a whole cluster: all brokers unfenced, every ISR full (not after a fixed time)."""
+    cluster.wait_healthy()
+
+
 def all_nodes_up(cluster: local_kafka.LocalKafka) -> None:
     """Leave the shared cluster whole for the next test, whatever this one did to it."""
     for i in range(len(cluster.nodes)):
         if not cluster.node_alive(i):
             cluster.start_node(i)
-    cluster.wait_ready()
+    cluster.wait_healthy()
 
 
 def test_nodes_lost_and_back_during_replay(cluster: local_kafka.LocalKafka, small_bundle: Path, kdd_path: Path,
@@ -107,7 +113,7 @@ def test_nodes_lost_and_back_during_replay(cluster: local_kafka.LocalKafka, smal
                     cluster.stop_node(node, kill=True)
                 else:
                     cluster.start_node(node)
-                    cluster.wait_ready()
+                    cluster.wait_healthy()
             assert replay.wait(timeout=240) == 0, (tmp_path / "p.log").read_text()[-3000:]
             wait_until(lambda: committed_all(bootstrap, group, topic), 240, "detector caught up", 1.0)
             assert det.alive() and det.pid == pid  # rode out every fault in one process
