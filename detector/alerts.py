@@ -16,6 +16,7 @@ import numpy as np
 
 from core import events, wire
 from core import headers as h
+from core.timebounds import MAX_MS, MIN_MS
 from core.wire import ParsedBatch
 from detector.outputs import OutMessage, cap_text
 from detector.scoring import ScoredBatch
@@ -57,7 +58,9 @@ class AlertBuilder:
         if not parsed.categories:
             cats = [{} for _ in flagged]
         msgs = [records[i] for i in parsed.index[flagged].tolist()]
-        stamps = [ts if ts_type else None for ts_type, ts in map(type(msgs[0]).timestamp, msgs)]
+        # a producer sets any int64 as its record's time: outside core.timebounds' range it is no event time
+        stamps = [ts if ts_type and MIN_MS <= ts < MAX_MS else None for ts_type, ts in map(type(msgs[0]).timestamp,
+                                                                                         msgs)]
         return [self.alert(msg, score, reason, now, ms, event, rank, cat) for msg, score, reason, ms, event, rank, cat
                 in zip(msgs, scored.scores[flagged].astype(np.float64).tolist(), reasons, stamps, _iso_many(stamps),
                        ranks, cats, strict=True)]

@@ -143,12 +143,16 @@ def _text(page: Page, url: str, selector: str) -> str:
 def assert_valid_ocsf(bootstrap: str, topic: str, alerts: int) -> None:
     """Every finding on the OCSF topic validates; a Detection Finding per alert received (Create, the muted ones
     too) and an Update for the one suppressed."""
-    validators = {uid: jsonschema.Draft202012Validator(json.loads((SCHEMAS / f"{name}.json").read_text()))
-                  for uid, name in ((2004, "detection_finding"), (2005, "incident_finding"))}
+    validators = {(uid, folder): jsonschema.Draft202012Validator(json.loads((folder / f"{name}.json").read_text()))
+                  for uid, name in ((2004, "detection_finding"), (2005, "incident_finding"))
+                  for folder in (SCHEMAS, SCHEMAS / "1.8.0")}  # what the findings declare, and the newest
     findings = [json.loads(m.value()) for m in read_to_end({"bootstrap.servers": bootstrap}, topic)]
     for f in findings:
-        errors = list(validators[f["class_uid"]].iter_errors(f))
-        assert not errors, f"{f['metadata']['uid']}: {errors[0].message}"
+        for folder in (SCHEMAS, SCHEMAS / "1.8.0"):
+            errors = list(validators[(f["class_uid"], folder)].iter_errors(f))
+            assert not errors, f"{f['metadata']['uid']} ({folder.name}): {errors[0].message}"
+    uids = [f["metadata"]["uid"] for f in findings]
+    assert len(set(uids)) == len(uids), "a lake deduplicating on metadata.uid would drop updates"
     detections = [f["activity_name"] for f in findings if f["class_uid"] == 2004]
     assert detections.count("Create") == alerts and detections.count("Update") == 1
     updates = [f["status"] for f in findings if f["activity_name"] == "Update" and f["class_uid"] == 2004]
