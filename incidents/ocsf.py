@@ -69,7 +69,9 @@ def detection_finding(doc: dict[str, Any], event_ms: int, *, suppressed_by: str 
     arrives, Update (status Suppressed) when a verdict mutes it."""
     source = doc.get("source") if isinstance(doc.get("source"), dict) else {}
     uid = f"{source.get('topic')}/{source.get('partition')}/{source.get('offset')}"
-    event_uid = f"{uid}/{'suppressed' if suppressed_by else 'new'}"
+    at = doc.get("alert_at")  # the alert record itself: each is one event, whatever input record it is about
+    at = at if isinstance(at, dict) and at.get("offset") is not None else source
+    event_uid = f"{at.get('topic')}/{at.get('partition')}/{at.get('offset')}/{'suppressed' if suppressed_by else 'new'}"
     sev_id, sev = severity(float(doc.get("severity") or 1.0))
     cats = doc.get("categories") if isinstance(doc.get("categories"), dict) else {}
     features = [f.get("feature") for f in doc.get("top_features") or [] if isinstance(f, dict) and f.get("feature")]
