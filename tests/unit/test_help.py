@@ -17,7 +17,8 @@ pytestmark = pytest.mark.hostile
 ENTRY_POINTS = ["detector.__main__", "producer.__main__", "incidents.__main__", "training.__main__", "core.datasets",
                 "deploy.kafka.local_kafka", "scripts.bench_detector", "scripts.bench_producer", "scripts.bench_swap",
                 "scripts.soak", "scripts.soak_incidents", "scripts.evaluate_incidents", "scripts.demo",
-                "scripts.gpu_check", "scripts.build_images", "scripts.acl_table"]
+                "scripts.gpu_check", "scripts.build_images", "scripts.acl_table", "scripts.soak_bombs",
+                "scripts.kdd_facts"]
 
 
 def _subcommands(module: object) -> list[str]:
