@@ -166,6 +166,10 @@ def read_records(
     """
     path = Path(path) if path is not None else default_data_path()
     schema = schema or kdd99()
+    if schema.zeek_conn:
+        from core.zeek_records import read_zeek_records
+
+        return read_zeek_records(path, schema, strict=strict, limit=limit)
     raw_lines: list[bytes] = []
     lines = open_text_lines(path)
     columns = _header(lines, schema, str(path))

@@ -71,6 +71,7 @@ class RecordSchema:
     header: bool = False  # files begin with a header row: columns are found by name, in any order
     preset: str = "default"  # the model preset training uses for this data set unless told otherwise
     ignore: tuple[str, ...] = ()  # header columns that are neither features nor the label (a row number, ...)
+    zeek_conn: bool = False  # files are Zeek conn.logs, featurized by core.featurizer (core.zeek_records)
 
     def __post_init__(self) -> None:
         names = [f.name for f in self.features]
@@ -190,6 +191,8 @@ class RecordSchema:
             out["preset"] = self.preset
         if self.header:
             out["format"] = {"header": True, "ignore": list(self.ignore)}
+        if self.zeek_conn:
+            out["format"] = {"zeek_conn": True}
         label: dict[str, Any] = {"normal": self.label.normal, "trailing_fields": list(self.label.trailing_fields),
                                  "families": families}
         if self.label.column is not None:
@@ -208,7 +211,7 @@ class RecordSchema:
             fmt = raw.get("format", {})
             return cls(str(raw["name"]), feats, label, str(raw.get("description", "")),
                        header=bool(fmt.get("header", False)), ignore=tuple(str(c) for c in fmt.get("ignore", ())),
-                       preset=str(raw.get("preset", "default")))
+                       preset=str(raw.get("preset", "default")), zeek_conn=bool(fmt.get("zeek_conn", False)))
         except (KeyError, TypeError, ValueError) as exc:
             raise SchemaError(f"{source}: not a record schema ({exc!r}); see core/schemas/kdd99.json") from exc
 

@@ -50,8 +50,17 @@ def headline(y_true: np.ndarray, scores: np.ndarray, threshold: float) -> dict[s
     return {
         "roc_auc": float(roc_auc_score(y, scores)) if both else None,
         "pr_auc": float(average_precision_score(y, scores)) if both else None,
+        "recall_at_fpr": {f"{f:g}": recall_at_fpr(y, scores, f) for f in (0.01, 0.001)} if both else None,
         **at_threshold(y, scores, threshold),
     }
+
+
+def recall_at_fpr(y_true: np.ndarray, scores: np.ndarray, fpr: float) -> float:
+    """The share of attacks above the threshold that flags at most ``fpr`` of the normal rows (the threshold is
+    placed on this file's own normal scores: what a threshold tuned for that rate would catch)."""
+    y = np.asarray(y_true, dtype=bool)
+    threshold = threshold_at_fpr(np.asarray(scores)[~y], fpr)
+    return float((np.asarray(scores)[y] > threshold).mean())
 
 
 def detection_rates(groups: np.ndarray, flagged: np.ndarray) -> dict[str, dict[str, float | int]]:
