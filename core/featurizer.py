@@ -20,10 +20,11 @@ Features of a released connection (its destination host h, KDD service s):
   the service window (the last ``window`` connections to s): dst_host_srv_diff_host_rate;
 - conn.log extras: packets, IP bytes, missed bytes and history letters.
 
-State is bounded: the time window holds 2 s of traffic (at most ``max_window`` connections; past it the oldest
-leave early, counted), hosts idle for ``host_idle_s`` are forgotten, at most ``max_hosts`` are kept (the least
-recently seen forgotten first, counted), and every counter that reaches zero is deleted. While no cap is hit,
-the output equals the reference record for record.
+State is bounded: at most ``max_pending`` records wait out the lateness (lateness x rate: past the cap the
+earliest is released early, counted), the time window holds 2 s of traffic (at most ``max_window``
+connections; past it the oldest leave early, counted), hosts idle for ``host_idle_s`` are forgotten, at most
+``max_hosts`` are kept (the least recently seen forgotten first, counted), and every counter that reaches zero is
+deleted. While no cap is hit, the output equals the reference record for record.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class Settings:
     host_idle_s: float = 3600.0
     max_hosts: int = 100_000
     max_window: int = 1_000_000
+    max_pending: int = 1_000_000  # records waiting out the lateness; past it the earliest is released early
 
 
 def basic(conn: Conn) -> dict[str, Any]:
@@ -126,6 +128,7 @@ class Featurizer:
     def __init__(self, settings: Settings | None = None) -> None:
         self.s = settings or Settings()
         self.max_ts = float("-inf")
+        self.released_t = float("-inf")  # effective time of the last released record: time never runs back
         self.arrived = 0
         self.pending: list[tuple[float, int, Conn]] = []
         self.window: deque[tuple[float, str, str, int, int]] = deque()  # (ts_eff, host, service, serror, rerror)
@@ -151,7 +154,11 @@ class Featurizer:
         self.max_ts = max(self.max_ts, conn.ts)
         heapq.heappush(self.pending, (ts_eff, self.arrived, conn))
         self.arrived += 1
-        return self._release(self.max_ts - self.s.lateness_s)
+        out = self._release(self.max_ts - self.s.lateness_s)
+        while len(self.pending) > self.s.max_pending:  # lateness x rate past the cap: the earliest goes now
+            self.counts["pending_capped"] += 1
+            out += self._release(self.pending[0][0])
+        return out
 
     def flush(self) -> list[tuple[Conn, dict[str, Any]]]:
         """Release everything pending (the end of a file, or an input idle past the lateness)."""
@@ -161,7 +168,8 @@ class Featurizer:
         out = []
         while self.pending and self.pending[0][0] <= upto:
             ts_eff, _, conn = heapq.heappop(self.pending)
-            out.append((conn, self._features(conn, ts_eff)))
+            self.released_t = max(self.released_t, ts_eff)
+            out.append((conn, self._features(conn, self.released_t)))
         return out
 
     # ------------------------------------------------------------------ features

@@ -111,3 +111,13 @@ def test_state_is_bounded_by_the_host_cap_and_counters_at_zero_are_deleted() -> 
     size = f.state_size()
     assert size["hosts"] == 1000 and f.counts["hosts_capped"] == 19_000
     assert size["window"] <= 5 and len(f.w_host) <= 5  # 2 s of traffic; counters at zero deleted
+
+
+def test_records_waiting_out_the_lateness_are_bounded() -> None:
+    f = Featurizer(Settings(lateness_s=3600.0, max_pending=100))
+    proto = Conn(ts=0.0, uid="C", orig_h="10.0.0.1", orig_p=1000, resp_h="10.0.0.2", resp_p=80, proto="tcp",
+                 service=None, duration=None, orig_bytes=None, resp_bytes=None, conn_state="SF", missed_bytes=None,
+                 history="S", orig_pkts=1, orig_ip_bytes=60, resp_pkts=0, resp_ip_bytes=0)
+    released = [r for i in range(1000) for r in f.offer(dataclasses.replace(proto, ts=float(i), uid=f"C{i}"))]
+    assert len(f.pending) == 100 and len(released) == 900 and f.counts["pending_capped"] == 900
+    assert [c.uid for c, _ in released] == [f"C{i}" for i in range(900)]  # the earliest first, in order
