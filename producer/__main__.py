@@ -51,7 +51,7 @@ def _replayer(s: ProducerSettings) -> Replayer:
         metrics = ProducerMetrics()
         metrics.serve(s.metrics_port)
     return Replayer(conf, s.topic, source, rate=s.rate, progress=s.progress, metrics=metrics,
-                    label_header=s.label_header)
+                    label_header=s.label_header, speedup=s.speedup)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 
 from confluent_kafka import KafkaError, Producer
 
-from core import wire
+from core import wire, zeek
 from core.kafka import is_authorization_error
 from core.kafka_io import produce
 from producer.metrics import ProducerMetrics
@@ -69,8 +69,10 @@ class ReplayResult:
 class Replayer:
     def __init__(self, client_config: dict[str, Any], topic: str, source: SourceOptions, rate: float,
                  progress: bool | None = None, metrics: ProducerMetrics | None = None,
-                 label_header: bool = True) -> None:
+                 label_header: bool = True, speedup: float = 0.0) -> None:
         self.topic = topic
+        self.speedup = speedup  # Zeek replays: 1 keeps the capture's own pace, N is N times faster, 0 ignores ts
+        self.first_ts: float | None = None
         self.label_header = label_header
         self.source = source
         self.pacer = Pacer(rate)
@@ -94,6 +96,14 @@ class Replayer:
                 self.stop_event.set()
             if self.metrics is not None:
                 self.metrics.failed.labels(topic=self.topic, reason=err.name()).inc()
+
+    def _keep_pace(self, producer: Producer, ts: float, t0: float) -> None:
+        """Hold a record until its time in the capture, ``speedup`` times faster than it happened."""
+        if self.first_ts is None:
+            self.first_ts = ts
+        due = t0 + max(0.0, ts - self.first_ts) / self.speedup
+        while not self.stop_event.is_set() and time.monotonic() < due:
+            producer.poll(min(0.1, max(0.0, due - time.monotonic())))
 
     def _publish_metrics(self, last: tuple[int, int, int]) -> tuple[int, int, int]:
         """Move the counters forward by what happened since ``last`` (sent, delivered, malformed)."""
@@ -131,6 +141,10 @@ class Replayer:
                         break
                     key, value, headers = wire.encode(rec.record_id, rec.value,
                                                       rec.label if self.label_header else None)
+                    if rec.fields is not None:
+                        headers.append((zeek.FIELDS_HEADER, rec.fields.encode()))
+                    if self.speedup and rec.ts is not None:
+                        self._keep_pace(producer, rec.ts, t0)
                     produce(producer, topic, value, key, headers, on_delivery, now_ms)
                     res.sent += 1
                 producer.poll(0)

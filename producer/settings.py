@@ -42,6 +42,9 @@ class ProducerSettings(Settings):
     label_header: bool = Field(True, description="send each record's label as the 'label' header (live evaluation "
                                                  "counts; never scored); --no-label-header replays as production "
                                                  "traffic arrives")
+    speedup: float = Field(0.0, ge=0, description="Zeek conn.log replays (--schema zeek_conn): keep the capture's "
+                           "own pace from each record's ts, this many times faster (1 = as it happened; 0 = ignore "
+                           "ts and send at --rate)")
 
     def acls(self) -> list[Grant]:
         """What the replay does on the cluster (``core.acl``): write its topic; create it when missing."""

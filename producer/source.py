@@ -34,6 +34,8 @@ class Record(NamedTuple):
     record_id: int
     value: bytes
     label: str | None  # the source label as written in the file (e.g. "smurf."), or None if unlabelled
+    fields: str | None = None  # a Zeek TSV line's column names (the zeek_fields header)
+    ts: float | None = None  # a Zeek connection's time: what --speedup paces by
 
 
 @dataclasses.dataclass
@@ -68,6 +70,11 @@ class SourceOptions:
 
 def records(opts: SourceOptions, stats: SourceStats) -> Iterator[Record]:
     """Yield records to send, honouring every option; loops forever with ``loop``."""
+    if opts.schema.zeek_conn:
+        from producer.zeek_source import zeek_records
+
+        yield from zeek_records(opts, stats)
+        return
     sent = 0
     rng = np.random.default_rng(opts.seed)
     cache: dict[str, Records] = {}
