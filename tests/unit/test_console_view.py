@@ -142,3 +142,39 @@ def test_a_forged_record_with_zero_counts_or_a_surrogate_label_renders() -> None
     for incident_id in (rec["incident_id"], "inc-2"):
         status, _, text = call(app, "GET", f"/incidents/{incident_id}", {"host": "127.0.0.1:8090"})
         assert status == 200 and 'id="features"' in text, text[:300]
+
+
+class FakeProducer:
+    """Records what the console would write to the feedback topic (the real write is tested on a broker)."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict] = []
+
+    def produce(self, topic: str, key: bytes, value: bytes, on_delivery: object) -> None:
+        self.sent.append(json.loads(value))
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+
+@pytest.mark.hostile
+def test_revoke_from_the_console_writes_a_revocation_with_who_and_why() -> None:
+    """Issue 31 item 14: the console's Revoke form writes what ``incidents feedback --revoke`` writes."""
+    from incidents.console.app import create_app
+    from incidents.console.settings import ConsoleSettings
+
+    view = IncidentView(max_incidents=1000)
+    rec = records(1)[0]
+    rec["resolution"] = {"verdict": "benign", "analyst": "ann", "note": "lab", "decided_ms": T0, "until_ms": T0 + 1}
+    view.apply(rec["incident_id"].encode(), json.dumps(rec).encode())
+    producer = FakeProducer()
+    app = create_app(ConsoleSettings(), view, producer)  # type: ignore[arg-type]
+    own = {"host": "127.0.0.1:8090"}
+    status, _, page = call(app, "GET", f"/incidents/{rec['incident_id']}", own)
+    assert status == 200 and 'id="revoke"' in page
+    form = own | {"content-type": "application/x-www-form-urlencoded"}
+    status, headers, _ = call(app, "POST", f"/incidents/{rec['incident_id']}/revoke", form,
+                              b"analyst=bob&reason=it+was+an+attack")
+    assert status == 303 and "revoked=bob" in headers["location"]
+    [sent] = producer.sent
+    assert sent["verdict"] == "revoke" and sent["analyst"] == "bob" and sent["note"] == "it was an attack"
