@@ -8,6 +8,7 @@ A record that fails names the field in its reason (``AlertError``), so the dead 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import math
 from typing import Any
 
@@ -44,6 +45,7 @@ class AlertIn:
     score: float | None = None
     threshold: float | None = None
     model_version: str | None = None
+    conn: dict[str, Any] | None = None  # a Zeek connection's uid, endpoints and community_id, when it has them
 
     @property
     def categories(self) -> tuple[str, ...]:
@@ -59,7 +61,7 @@ class AlertIn:
                 "severity": self.severity, "normal_rank": self.normal_rank, "threshold_fpr": self.threshold_fpr,
                 "categories": dict(self.category_items), "top_features": [{"feature": f} for f in self.features],
                 "label": self.label, "alert_at": self.at, "score": self.score, "threshold": self.threshold,
-                "model_version": self.model_version}
+                "model_version": self.model_version, "conn": self.conn}
 
 
 def _text(value: Any, name: str, limit: int = MAX_TEXT) -> str:
@@ -125,7 +127,32 @@ def alert_from_doc(doc: Any, fallback_ms: int, at: dict[str, Any] | None = None)
         score=_number(doc, "score", 0.0, 1e30, nullable=True),
         threshold=_number(doc, "threshold", 0.0, 1e30, nullable=True),
         model_version=None if model_version is None else _text(model_version, "model_version", MAX_NAME),
+        conn=_conn(doc.get("conn")),
     )
+
+
+def _conn(raw: Any) -> dict[str, Any] | None:
+    """A Zeek connection's identity in an alert (``uid``, ``orig_h``:``orig_p`` to ``resp_h``:``resp_p``,
+    ``community_id``), every field checked: addresses parsed and written canonically, ports 0-65535."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise AlertError("bad_field", "conn must be an object with uid, orig_h, orig_p, resp_h, resp_p")
+    out: dict[str, Any] = {}
+    for name in ("orig_h", "resp_h"):
+        try:
+            out[name] = str(ipaddress.ip_address(_text(raw.get(name), f"conn.{name}", 64)))
+        except ValueError:
+            raise AlertError("bad_field", f"conn.{name} must be an IP address") from None
+    for name in ("orig_p", "resp_p"):
+        value = raw.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65_535:
+            raise AlertError("bad_field", f"conn.{name} must be a port 0-65535")
+        out[name] = value
+    for name in ("uid", "community_id"):
+        value = raw.get(name)
+        out[name] = None if value is None else _text(value, f"conn.{name}", MAX_NAME)
+    return out
 
 
 def clamp_future(alert: AlertIn, now_ms: int, max_skew_ms: int) -> tuple[AlertIn, bool]:

@@ -72,6 +72,8 @@ class Incident:
     labels: Counter[str] = dataclasses.field(default_factory=Counter)
     sample: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     model_version: str | None = None  # the model that scored its latest alert
+    sources: Counter[str] = dataclasses.field(default_factory=Counter)  # originator hosts (Zeek alerts)
+    destinations: Counter[str] = dataclasses.field(default_factory=Counter)  # responder hosts
 
     def add(self, alert: AlertIn, event_ms: int, gap_ms: int, exceeds: str | None) -> None:
         self.alerts += 1
@@ -93,9 +95,14 @@ class Incident:
             label = alert.label if alert.label in self.labels or len(self.labels) < MAX_LABELS else OTHER_LABEL
             self.labels[label] += 1
         if len(self.sample) < SAMPLE_SIZE:
-            self.sample.append({"record_id": alert.record_id, **alert.source})
+            self.sample.append({"record_id": alert.record_id, **alert.source,
+                                **({"conn": alert.conn} if alert.conn is not None else {})})
         if alert.model_version is not None:
             self.model_version = alert.model_version
+        if alert.conn is not None:  # bounded like labels: the hosts an analyst acts on, most frequent first
+            for counter, host in ((self.sources, alert.conn["orig_h"]), (self.destinations, alert.conn["resp_h"])):
+                key = host if host in counter or len(counter) < MAX_LABELS else OTHER_LABEL
+                counter[key] += 1
         if exceeds is not None:
             self.exceeds_verdict = exceeds
             self.over_verdict_alerts += 1
@@ -119,7 +126,8 @@ class Incident:
             "severity_sum": self.severity_sum, "exceeds_verdict": self.exceeds_verdict,
             "over_verdict_alerts": self.over_verdict_alerts, "resolution": self.resolution,
             "features": dict(self.features.most_common()), "labels": dict(self.labels), "sample": self.sample,
-            "model_version": self.model_version,
+            "model_version": self.model_version, "sources": dict(self.sources.most_common()),
+            "destinations": dict(self.destinations.most_common()),
         }
 
     @classmethod
@@ -139,6 +147,8 @@ class Incident:
                   Counter({str(k): int(v) for k, v in raw["labels"].items()}), list(raw["sample"])[:SAMPLE_SIZE])
         version = raw.get("model_version")  # absent from records written before it was kept
         inc.model_version = None if version is None else str(version)[:64]
+        inc.sources = Counter({str(k): int(v) for k, v in (raw.get("sources") or {}).items()})
+        inc.destinations = Counter({str(k): int(v) for k, v in (raw.get("destinations") or {}).items()})
         if inc.status not in (OPEN, UPDATED, CLOSED) or inc.triage not in (PAGE, REVIEW):
             raise ValueError(f"status {inc.status!r} or triage {inc.triage!r} unknown")
         return inc

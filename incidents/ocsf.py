@@ -35,6 +35,7 @@ PRODUCT = {"name": "kdd-stream-detector", "vendor_name": "kdd-stream-detector"}
 SEVERITY = ((2.0, 2, "Low"), (5.0, 3, "Medium"), (20.0, 4, "High"), (float("inf"), 5, "Critical"))
 LEARNING = {"type_id": 4, "type": "Learning (ML/DL)", "name": "autoencoder reconstruction error"}
 ANOMALY_TYPES = ["Network anomaly"]
+IP_ADDRESS = 2  # OCSF observable type_id
 
 
 def severity(ratio: float) -> tuple[int, str]:
@@ -94,6 +95,16 @@ def detection_finding(doc: dict[str, Any], event_ms: int, *, suppressed_by: str 
                      "normal_rank": doc.get("normal_rank"), "categories": cats, "incident_id": incident_id,
                      "suppressed_by": suppressed_by},
     }
+    conn = doc.get("conn")
+    if isinstance(conn, dict) and conn.get("orig_h") and conn.get("resp_h"):  # a Zeek connection: SIEMs pivot here
+        # OCSF 1.1.0's Detection Finding holds endpoints in its evidence, not at the top level
+        finding["evidences"] = [{"src_endpoint": {"ip": str(conn["orig_h"]), "port": int(conn.get("orig_p") or 0)},
+                                 "dst_endpoint": {"ip": str(conn["resp_h"]), "port": int(conn.get("resp_p") or 0)}}]
+        finding["observables"] = [{"name": "src_endpoint.ip", "type_id": IP_ADDRESS, "type": "IP Address",
+                                   "value": str(conn["orig_h"])},
+                                  {"name": "dst_endpoint.ip", "type_id": IP_ADDRESS, "type": "IP Address",
+                                   "value": str(conn["resp_h"])}]
+        finding["unmapped"]["conn"] = conn
     if suppressed_by:
         finding["status_detail"] = f"muted by the benign verdict on incident {suppressed_by}"
     return finding
@@ -141,6 +152,12 @@ def incident_finding(inc: dict[str, Any], *, created: bool) -> dict[str, Any]:
                      "rate_per_min": inc.get("rate_per_min"), "labels": inc.get("labels"),
                      "exceeds_verdict": inc.get("exceeds_verdict")},
     }
+    hosts = [("src_endpoint.ip", h) for h in list(inc.get("sources") or {})[:5]] + \
+        [("dst_endpoint.ip", h) for h in list(inc.get("destinations") or {})[:5]]
+    observables = [{"name": name, "type_id": IP_ADDRESS, "type": "IP Address", "value": str(h)}
+                   for name, h in hosts if h != "(other)"]
+    if observables:
+        finding["observables"] = observables
     if closed and not resolved:
         finding["status_detail"] = ("closed after a quiet gap; it paged and was never reviewed" if paged else
                                     "closed after a quiet gap; never reviewed")

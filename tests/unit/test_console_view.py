@@ -178,3 +178,11 @@ def test_revoke_from_the_console_writes_a_revocation_with_who_and_why() -> None:
     assert status == 303 and "revoked=bob" in headers["location"]
     [sent] = producer.sent
     assert sent["verdict"] == "revoke" and sent["analyst"] == "bob" and sent["note"] == "it was an attack"
+
+
+def test_the_detail_page_names_the_hosts_of_a_zeek_incident() -> None:
+    app, view = console_app()
+    rec = records(1)[0] | {"sources": {"10.0.0.5": 400}, "destinations": {"192.168.1.9": 3, "192.168.1.10": 2}}
+    view.apply(rec["incident_id"].encode(), json.dumps(rec).encode())
+    status, _, page = call(app, "GET", f"/incidents/{rec['incident_id']}", {"host": "127.0.0.1:8090"})
+    assert status == 200 and 'id="hosts"' in page and "10.0.0.5" in page and "192.168.1.10" in page

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from incidents import ocsf
-from incidents.alert_input import alert_from_doc
+from incidents.alert_input import AlertError, alert_from_doc
 from incidents.book import IncidentBook
 from incidents.verdicts import VerdictDoc
 from tests.unit.test_triage import T0, doc
@@ -90,3 +90,25 @@ def test_any_alert_and_incident_the_service_accepts_is_a_valid_finding(validator
     [inc] = book.incidents.values()
     record = inc.to_dict() | {"labels": labels}
     valid(validators, ocsf.incident_finding(record, created=True))
+
+
+def test_a_zeek_alert_names_its_hosts_for_a_siem_to_pivot_on(validators: dict[int, Any]) -> None:
+    """Issue 30 item 4: alerts that carry the connection (uid, endpoints, community_id) fill the evidence's
+    src_endpoint and dst_endpoint and IP-address observables (type_id 2); incidents count and name their hosts."""
+    conn = {"uid": "CHLXQF2OBY4onAR0Ug", "orig_h": "10.0.0.5", "orig_p": 40000, "resp_h": "192.168.1.9",
+            "resp_p": 22, "community_id": "1:abc="}
+    book = IncidentBook(gap_ms=300_000)
+    for i in range(3):
+        alert = alert_from_doc(doc(i, T0 + i) | {"conn": conn | {"resp_h": f"192.168.1.{9 + i}"}}, T0)
+        filing = book.add(alert)
+    finding = ocsf.detection_finding(alert.compact(), T0)
+    valid(validators, finding)
+    assert finding["evidences"][0]["src_endpoint"] == {"ip": "10.0.0.5", "port": 40000}
+    assert {(o["type_id"], o["value"]) for o in finding["observables"]} == {(2, "10.0.0.5"), (2, "192.168.1.11")}
+    inc = filing.changed[-1].to_dict()
+    assert inc["sources"] == {"10.0.0.5": 3} and len(inc["destinations"]) == 3
+    incident = ocsf.incident_finding(inc, created=False)
+    valid(validators, incident)
+    assert (2, "10.0.0.5") in {(o["type_id"], o["value"]) for o in incident["observables"]}
+    with pytest.raises(AlertError, match="conn.orig_h"):
+        alert_from_doc(doc(9, T0) | {"conn": conn | {"orig_h": "not-an-ip"}}, T0)
