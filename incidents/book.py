@@ -41,9 +41,35 @@ def signature(alert: AlertIn) -> tuple[str, ...]:
     return (*alert.categories, *alert.features[:2], f"severity>=2^{band}")
 
 
+def source_signature(alert: AlertIn) -> tuple[str, ...]:
+    """Grouping by entity (``--group-by source``): the originating host and the kind, so one host scanning
+    many is one incident ("10.0.0.5 is scanning 400 hosts"); alerts without a connection keep the signature."""
+    if alert.conn is None:
+        return signature(alert)
+    return (f"source {alert.conn['orig_h']}", *kind(alert))
+
+
 def kind(alert: AlertIn) -> tuple[str, ...]:
     """What a benign verdict generalises to: the categories and the worst feature."""
     return (*alert.categories, *alert.features[:1])
+
+
+SKETCH_K = 64  # distinct responders: exact up to 64, then a k-minimum-values estimate (about 12% error)
+
+
+def distinct_sketch(sketch: list[int], value: str) -> list[int]:
+    """Add ``value`` to a k-minimum-values sketch (the 64 smallest 64-bit hashes seen): bounded memory,
+    deterministic, mergeable; what lets an incident say how many hosts a scanner touched."""
+    h = int.from_bytes(hashlib.blake2b(value.encode("utf-8", "replace"), digest_size=8).digest(), "big")
+    if h in sketch or (len(sketch) >= SKETCH_K and h >= sketch[-1]):
+        return sketch
+    return sorted([*sketch, h])[:SKETCH_K]
+
+
+def distinct_count(sketch: list[int]) -> int:
+    if len(sketch) < SKETCH_K:
+        return len(sketch)
+    return round((SKETCH_K - 1) * 2**64 / (sketch[-1] + 1))
 
 
 @dataclasses.dataclass
@@ -74,6 +100,7 @@ class Incident:
     model_version: str | None = None  # the model that scored its latest alert
     sources: Counter[str] = dataclasses.field(default_factory=Counter)  # originator hosts (Zeek alerts)
     destinations: Counter[str] = dataclasses.field(default_factory=Counter)  # responder hosts
+    dest_sketch: list[int] = dataclasses.field(default_factory=list)  # distinct responders (distinct_sketch)
 
     def add(self, alert: AlertIn, event_ms: int, gap_ms: int, exceeds: str | None) -> None:
         self.alerts += 1
@@ -99,6 +126,8 @@ class Incident:
                                 **({"conn": alert.conn} if alert.conn is not None else {})})
         if alert.model_version is not None:
             self.model_version = alert.model_version
+        if alert.conn is not None:
+            self.dest_sketch = distinct_sketch(self.dest_sketch, alert.conn["resp_h"])
         if alert.conn is not None:  # bounded like labels: the hosts an analyst acts on, most frequent first
             for counter, host in ((self.sources, alert.conn["orig_h"]), (self.destinations, alert.conn["resp_h"])):
                 key = host if host in counter or len(counter) < MAX_LABELS else OTHER_LABEL
@@ -128,6 +157,7 @@ class Incident:
             "features": dict(self.features.most_common()), "labels": dict(self.labels), "sample": self.sample,
             "model_version": self.model_version, "sources": dict(self.sources.most_common()),
             "destinations": dict(self.destinations.most_common()),
+            "distinct_destinations": distinct_count(self.dest_sketch), "dest_sketch": self.dest_sketch,
         }
 
     @classmethod
@@ -149,6 +179,10 @@ class Incident:
         inc.model_version = None if version is None else str(version)[:64]
         inc.sources = Counter({str(k): int(v) for k, v in (raw.get("sources") or {}).items()})
         inc.destinations = Counter({str(k): int(v) for k, v in (raw.get("destinations") or {}).items()})
+        sketch = [int(v) for v in (raw.get("dest_sketch") or [])][:SKETCH_K]
+        if any(not 0 <= v < 2**64 for v in sketch):
+            raise ValueError("dest_sketch holds 64-bit hashes")
+        inc.dest_sketch = sorted(set(sketch))
         if inc.status not in (OPEN, UPDATED, CLOSED) or inc.triage not in (PAGE, REVIEW):
             raise ValueError(f"status {inc.status!r} or triage {inc.triage!r} unknown")
         return inc
@@ -178,6 +212,7 @@ class Limits:
     rate_margin: float = 1.5
     max_open: int = 10_000  # open incidents; past it the least recently updated one closes early
     max_incidents: int = 20_000  # incidents kept in memory; past it the oldest closed ones are forgotten
+    group_by: str = "signature"  # or "source": the originating host and the kind (alerts with a connection)
 
 
 class IncidentBook:
@@ -239,7 +274,7 @@ class IncidentBook:
         return [rule for rule in self.rules.values() if rule.matches(k, alert.severity, event_ms)]
 
     def _file(self, alert: AlertIn, event_ms: int, exceeds: str | None, filing: Filing) -> None:
-        sig = signature(alert)
+        sig = source_signature(alert) if self.limits.group_by == "source" else signature(alert)
         if event_ms < self.stream_ms - self.gap_ms:
             filing.late += 1
         current = self.open.get(sig)

@@ -87,7 +87,8 @@ class IncidentService:
         self.book = IncidentBook(
             int(s.gap_s * 1000), Budget(per_hour=s.page_budget, floor=s.min_priority),
             Limits(max_verdict_ms=int(s.max_verdict_s * 1000), max_rules=s.max_verdicts,
-                   rate_margin=s.verdict_rate_margin, max_open=s.max_open_incidents, max_incidents=s.max_incidents),
+                   rate_margin=s.verdict_rate_margin, max_open=s.max_open_incidents, max_incidents=s.max_incidents,
+                   group_by=s.group_by),
             retention_ms=int(s.retention_s * 1000))
         self.metrics = IncidentMetrics()
         self.metrics.page_budget.set(s.page_budget)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -62,6 +64,9 @@ class IncidentSettings(Settings):
                                      "ahead of the wall clock than this (and than a tenth of the gap) is filed as "
                                      "happening now (counted), so one forged timestamp moves stream time, and so "
                                      "closes incidents, at most that much early")
+    group_by: Literal["signature", "source"] = Field("signature", description="what one incident is: alerts of "
+                                                     "one signature, or (source) of one originating host and kind, "
+                                                     "for alerts that carry their Zeek connection")
     batch_size: int = Field(5000, ge=1, le=100_000, description="max alerts per transaction")
     metrics_port: int = Field(9110, ge=0, le=65_535, description="port for /metrics, /healthz, /readyz")
     metrics_host: str = Field("0.0.0.0", description="address to serve metrics on")  # noqa: S104

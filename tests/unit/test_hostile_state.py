@@ -242,3 +242,21 @@ def test_a_revoked_verdict_ends_now_files_what_it_held_and_keeps_an_audit() -> N
     assert after.filed == 1 and not after.held  # no longer muted
     assert book.revoke(VerdictDoc(inc.incident_id, 0, T0, "bob", "", "revoke"))[0] == "not_in_force"
     assert VerdictDoc.parse({"incident_id": "x", "verdict": "revoke"}).until_ms == 0  # no duration needed
+
+
+def test_grouping_by_source_makes_one_scanner_one_incident_that_counts_its_targets() -> None:
+    """Issue 30 item 4: "10.0.0.5 is scanning 400 hosts": one incident per originating host and kind, with the
+    number of distinct hosts it touched (exact to 64, then a k-minimum-values estimate)."""
+    from incidents.book import distinct_count
+
+    book = IncidentBook(gap_ms=300_000, limits=Limits(group_by="source"))
+    for i in range(400):
+        conn = {"uid": f"C{i}", "orig_h": "10.0.0.5", "orig_p": 40000 + i, "resp_h": f"192.168.{i // 250}.{i % 250}",
+                "resp_p": 22, "community_id": None}
+        book.add(alert_from_doc(doc(i, T0 + i * 10, severity=1.5 + (i % 7) * 3) | {"conn": conn}, 0))
+    book.add(alert_from_doc(doc(999, T0, service="other"), 0))  # no connection: grouped by signature as before
+    [scan] = [inc for inc in book.incidents.values() if inc.signature[0] == "source 10.0.0.5"]
+    assert scan.alerts == 400 and scan.sources == {"10.0.0.5": 400}
+    assert 0.75 * 400 <= distinct_count(scan.dest_sketch) <= 1.25 * 400
+    record = scan.to_dict()
+    assert Incident.from_dict(jsondoc.loads(state.encode(record))).to_dict() == record
