@@ -82,8 +82,7 @@ def _skipped(topic: str, s: poison.Skipped) -> Output:
 
 class IncidentService:
     def __init__(self, settings: IncidentSettings) -> None:
-        self.settings = settings
-        s = settings
+        self.settings = s = settings
         self.book = IncidentBook(
             int(s.gap_s * 1000), Budget(per_hour=s.page_budget, floor=s.min_priority),
             Limits(max_verdict_ms=int(s.max_verdict_s * 1000), max_rules=s.max_verdicts,
