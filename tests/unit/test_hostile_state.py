@@ -260,3 +260,11 @@ def test_grouping_by_source_makes_one_scanner_one_incident_that_counts_its_targe
     assert 0.75 * 400 <= distinct_count(scan.dest_sketch) <= 1.25 * 400
     record = scan.to_dict()
     assert Incident.from_dict(jsondoc.loads(state.encode(record))).to_dict() == record
+
+
+def test_pyslots_reads_a_tuple_slot_without_touching_it() -> None:
+    from core import pyslots
+
+    assert pyslots.layout_known()  # CPython, as the project runs
+    assert not pyslots.tuple_slot_is_null(("a", "b"), 0) and not pyslots.tuple_slot_is_null(["a"], 0)
+    pyslots.clear_pending_error()  # nothing pending: a no-op
