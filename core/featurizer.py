@@ -241,6 +241,37 @@ class Featurizer:
             del self.hosts[h]
         return len(gone)
 
+    def snapshot(self) -> dict[str, Any]:
+        """Everything the featurizer holds, as plain data (JSON-able): the windows themselves; every count is
+        derived from them again by :meth:`restore`, so a snapshot cannot hold counts that disagree."""
+        return {"max_ts": self.max_ts, "released_t": self.released_t, "arrived": self.arrived,
+                "pending": [[t, seq, c.to_dict()] for t, seq, c in sorted(self.pending)],
+                "window": [list(e) for e in self.window],
+                "hosts": [[h, host.last, [list(e) for e in host.entries]] for h, host in self.hosts.items()],
+                "services": [[s, list(hosts)] for s, (hosts, _) in self.services.items()],
+                "counts": dict(self.counts)}
+
+    @classmethod
+    def restore(cls, snap: dict[str, Any], settings: Settings | None = None) -> Featurizer:
+        """A featurizer that continues exactly where the one that took ``snap`` was."""
+        f = cls(settings)
+        f.max_ts, f.released_t, f.arrived = float(snap["max_ts"]), float(snap["released_t"]), int(snap["arrived"])
+        f.pending = [(float(t), int(seq), Conn(**c)) for t, seq, c in snap["pending"]]
+        heapq.heapify(f.pending)
+        for t, h, s, serror, rerror in snap["window"]:
+            f.window.append((float(t), h, s, int(serror), int(rerror)))
+            f._window_count(h, s, int(serror), int(rerror), 1)
+        for h, last, entries in snap["hosts"]:
+            host = _Host()
+            host.last = float(last)
+            for service, port, serror, rerror in entries:
+                host.add((service, int(port), int(serror), int(rerror)), f.s.window)
+            f.hosts[h] = host
+        for s, hosts in snap["services"]:
+            f.services[s] = (collections.deque(hosts), Counter(hosts))
+        f.counts.update(snap["counts"])
+        return f
+
     def state_size(self) -> dict[str, int]:
         return {"hosts": len(self.hosts), "host_entries": sum(len(x.entries) for x in self.hosts.values()),
                 "window": len(self.window), "pending": len(self.pending), "services": len(self.services)}

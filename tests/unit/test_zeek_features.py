@@ -121,3 +121,23 @@ def test_records_waiting_out_the_lateness_are_bounded() -> None:
     released = [r for i in range(1000) for r in f.offer(dataclasses.replace(proto, ts=float(i), uid=f"C{i}"))]
     assert len(f.pending) == 100 and len(released) == 900 and f.counts["pending_capped"] == 900
     assert [c.uid for c, _ in released] == [f"C{i}" for i in range(900)]  # the earliest first, in order
+
+
+@pytest.mark.parametrize("cut", [1, 137, 350, 699])
+def test_a_featurizer_restored_from_a_snapshot_continues_exactly(cut: int) -> None:
+    """The state a restart needs (issue 30: state survives a crash): a snapshot taken mid-stream, through JSON,
+    restores a featurizer whose output continues the uninterrupted one record for record."""
+    import json
+
+    conns, _ = read_conns(FIXTURES / "ctu-normal-40-day1.conn.log.labeled")
+    arrivals = shuffled(conns, 5, jitter_s=600.0)
+    s = Settings(lateness_s=30.0, window=7, host_idle_s=300.0)
+    whole = Featurizer(s)
+    expected = [(c.uid, feats) for conn in arrivals for c, feats in whole.offer(conn)]
+    expected += [(c.uid, feats) for c, feats in whole.flush()]
+    first = Featurizer(s)
+    got = [(c.uid, feats) for conn in arrivals[:cut] for c, feats in first.offer(conn)]
+    resumed = Featurizer.restore(json.loads(json.dumps(first.snapshot())), s)
+    got += [(c.uid, feats) for conn in arrivals[cut:] for c, feats in resumed.offer(conn)]
+    got += [(c.uid, feats) for c, feats in resumed.flush()]
+    assert got == expected
