@@ -146,6 +146,15 @@ class Featurizer:
     # ------------------------------------------------------------------ order
     def offer(self, conn: Conn) -> list[tuple[Conn, dict[str, Any]]]:
         """Take one arriving connection; return those now released, featurized, in order."""
+        return [(c, f) for _, c, f in self.offer_seq(conn)]
+
+    def flush(self) -> list[tuple[Conn, dict[str, Any]]]:
+        """Release everything pending (the end of a file, or an input idle past the lateness)."""
+        return [(c, f) for _, c, f in self.flush_seq()]
+
+    def offer_seq(self, conn: Conn) -> list[tuple[int, Conn, dict[str, Any]]]:
+        """:meth:`offer`, each released connection with its arrival number (``arrived`` before it was offered):
+        what a caller that keeps something per record (the detector: its Kafka coordinates) finds it by."""
         ts_eff = conn.ts
         bound = self.max_ts - self.s.lateness_s
         if conn.ts < bound:
@@ -160,16 +169,15 @@ class Featurizer:
             out += self._release(self.pending[0][0])
         return out
 
-    def flush(self) -> list[tuple[Conn, dict[str, Any]]]:
-        """Release everything pending (the end of a file, or an input idle past the lateness)."""
+    def flush_seq(self) -> list[tuple[int, Conn, dict[str, Any]]]:
         return self._release(float("inf"))
 
-    def _release(self, upto: float) -> list[tuple[Conn, dict[str, Any]]]:
+    def _release(self, upto: float) -> list[tuple[int, Conn, dict[str, Any]]]:
         out = []
         while self.pending and self.pending[0][0] <= upto:
-            ts_eff, _, conn = heapq.heappop(self.pending)
+            ts_eff, seq, conn = heapq.heappop(self.pending)
             self.released_t = max(self.released_t, ts_eff)
-            out.append((conn, self._features(conn, self.released_t)))
+            out.append((seq, conn, self._features(conn, self.released_t)))
         return out
 
     # ------------------------------------------------------------------ features

@@ -99,10 +99,13 @@ def read_headers(msgs: Sequence[Message]) -> list[int]:
 
 def produce(producer: Producer, topic: str, value: bytes | None, key: bytes | None = None,
             headers: Headers | None = None, on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
-            timestamp: int = 0) -> None:
+            timestamp: int = 0, partition: int | None = None) -> None:
     """Produce one message, waiting out a full local queue (``BufferError``) by serving delivery reports;
-    ``timestamp`` (epoch ms) is the record's event time, 0 for the client's clock."""
+    ``timestamp`` (epoch ms) is the record's event time, 0 for the client's clock; ``partition`` None lets the
+    partitioner choose by key."""
     kwargs: dict[str, Any] = {"value": value, "key": key}
+    if partition is not None:
+        kwargs["partition"] = partition
     if headers:
         kwargs["headers"] = headers
     if on_delivery is not None:
@@ -160,7 +163,7 @@ def transaction(producer: Producer, consumer: Consumer, write: Callable[[], None
 
 
 def read_range(consumer: Consumer, topic: str, ranges: dict[int, tuple[int, int]], timeout_s: float = 300,
-               conf: dict[str, Any] | None = None) -> list[Message]:
+               conf: dict[str, Any] | None = None, keep: Callable[[Message], bool] | None = None) -> list[Message]:
     """The records of ``topic`` in ``[start, end)`` per partition, in offset order per partition.
 
     With read_committed a transaction marker can hold the last offset: a partition is done once the consumer's
@@ -177,7 +180,8 @@ def read_range(consumer: Consumer, topic: str, ranges: dict[int, tuple[int, int]
             p, o = msg.partition(), msg.offset()
             if p not in todo or o >= todo[p]:
                 continue
-            out.append(msg)
+            if keep is None or keep(msg):  # a filter keeps memory to what the caller wants of a large range
+                out.append(msg)
             if o >= todo[p] - 1:
                 del todo[p]
         for tp in consumer.position([TopicPartition(topic, p) for p in list(todo)]):

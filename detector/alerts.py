@@ -18,6 +18,7 @@ from core import events, wire
 from core import headers as h
 from core.timebounds import MAX_MS, MIN_MS
 from core.wire import ParsedBatch
+from detector.held_record import HeldRecord
 from detector.outputs import OutMessage, cap_text
 from detector.scoring import ScoredBatch
 from model.scorer import Scorer
@@ -88,6 +89,8 @@ class AlertBuilder:
             "categories": categories or {},
             "top_features": top_features,
         }
+        if isinstance(msg, HeldRecord):  # a Zeek connection: incidents name its hosts
+            doc["conn"] = msg.conn
         event_type = events.ALERT if self.kind == "alert" else events.SHADOW_ALERT
         out_headers = [(h.MODEL_VERSION, self.model_version.encode()),
                        *events.headers(event_type, events.DETECTOR_SOURCE,

@@ -145,7 +145,7 @@ class AtLeastOnce(_Retrying):
         self.in_batch = in_batch
         self.assigned = assigned
         self.inflight: _Inflight | None = None
-        self.uncommitted: dict[tuple[str, int], int] = {}
+        self.uncommitted: dict[tuple[str, int], TopicPartition] = {}  # with its metadata (the conn stage's)
 
     def commit(self, outputs: list[OutMessage], offsets: list[TopicPartition], on_done: Done) -> tuple[float, float]:
         t0 = time.perf_counter()
@@ -165,7 +165,7 @@ class AtLeastOnce(_Retrying):
             return
         self._complete_inflight()
         revoked = {(p.topic, p.partition) for p in partitions}
-        offsets = [TopicPartition(t, p, o) for (t, p), o in self.uncommitted.items() if (t, p) in revoked]
+        offsets = [tp for key, tp in self.uncommitted.items() if key in revoked]
         if offsets:
             try:
                 consumer.commit(offsets=offsets, asynchronous=False)
@@ -178,7 +178,7 @@ class AtLeastOnce(_Retrying):
         if not self._complete_inflight() or not self.uncommitted:
             return
         assigned = self.assigned()
-        offsets = [TopicPartition(t, p, o) for (t, p), o in self.uncommitted.items() if (t, p) in assigned]
+        offsets = [tp for key, tp in self.uncommitted.items() if key in assigned]
         if offsets:
             self._commit(offsets, sync=True)
 
@@ -240,7 +240,7 @@ class AtLeastOnce(_Retrying):
         """Asynchronous on the hot path (a lost async commit only re-delivers records, which at-least-once
         allows); synchronous on revocation and shutdown."""
         for tp in offsets:
-            self.uncommitted[(tp.topic, tp.partition)] = tp.offset
+            self.uncommitted[(tp.topic, tp.partition)] = tp
         try:
             self.consumer.commit(offsets=offsets, asynchronous=not sync)
             if sync:

@@ -38,7 +38,7 @@ class OutputWriter:
                 out = bounded(out, self.dead_letter_topic, limit)
             try:
                 produce(self.producer, out.topic, out.value, out.key, out.headers,
-                        lambda err, _msg, out=out: on_delivery(err, out))
+                        lambda err, _msg, out=out: on_delivery(err, out), partition=out.partition)
             except KafkaException as exc:
                 if out.reason == OUTPUT_TOO_LARGE:
                     raise  # even the small stand-in is refused: not a per-message problem

@@ -35,11 +35,11 @@ class InputBatch:
     unreadable: tuple[int, ...] = ()  # positions of records whose headers could not be read (dead letters)
 
     @classmethod
-    def of(cls, records: list[Message], unreadable: list[int] | None = None) -> InputBatch:
+    def of(cls, records: list[Message], unreadable: list[int] | None = None, topic: str = "") -> InputBatch:
         # map over the C methods: no Python bytecode per record (this runs for every record consumed)
         partitions = np.fromiter(map(Message.partition, records), dtype=np.int64, count=len(records))
         parts, counts = np.unique(partitions, return_counts=True)
-        return cls(records, records[0].topic(), parts, counts, next_offsets(records),  # one input topic
+        return cls(records, records[0].topic() if records else topic, parts, counts, next_offsets(records),
                    tuple(unreadable or ()))
 
     @property
@@ -52,12 +52,14 @@ class InputSource:
 
     def __init__(self, conf: dict[str, Any], topic: str, metrics: DetectorMetrics,
                  on_revoke: Callable[[Consumer, list[TopicPartition]], None],
-                 on_change: Callable[[], None]) -> None:
+                 on_change: Callable[[], None],
+                 prepare: Callable[[Consumer, list[TopicPartition]], None] | None = None) -> None:
         self.conf = conf
         self.topic = topic
         self.metrics = metrics
         self.revoke_hook = on_revoke
         self.changed = on_change
+        self.prepare = prepare  # before new partitions are read: may move their start (the conn stage's restore)
         self.assigned: set[tuple[str, int]] = set()
         self.consumer: Consumer | None = None
         self.screen = PoisonScreen()
@@ -83,6 +85,8 @@ class InputSource:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # A partition paused during an output outage (the checkpoint's keep_alive) may come back paused from a
         # rebalance; a new assignment always starts reading (keep_alive pauses it again while it still waits).
+        if self.prepare is not None:
+            self.prepare(consumer, partitions)
         consumer.assign(partitions)
         consumer.resume(partitions)
         self.assigned |= {(p.topic, p.partition) for p in partitions}

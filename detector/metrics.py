@@ -37,9 +37,6 @@ class DetectorMetrics:
                                "each range is a dead letter", ["topic"], registry=r)
         self.dead_lettered = Counter("detector_dead_letters_total", "Records sent to the dead-letter topic",
                                      ["reason"], registry=r)
-        self.label_fields = Counter("detector_records_with_label_field_total",
-                                    "CSV records that carried their file's label (and trailing) fields: accepted, "
-                                    "the label ignored for scoring", registry=r)
         self.unknown_categories = Counter("detector_unknown_categories_total",
                                           "Categorical values not seen in training (scored in the unknown slot)",
                                           ["feature"], registry=r)
@@ -48,6 +45,7 @@ class DetectorMetrics:
                                  "output_too_large dead letters with the source coordinates", ["kind"], registry=r)
         for kind in ("alert", "shadow_alert", "dead_letter"):
             self.too_large.labels(kind=kind)
+        self._input_metrics(r)
         self.produce_retries = Counter("detector_output_retries_total",
                                        "Times a batch's alerts/dead letters had to be produced again", registry=r)
         self.output_errors = Counter("detector_output_errors_total", "Outputs or transactions the broker refused, by "
@@ -86,6 +84,24 @@ class DetectorMetrics:
         self.threshold.set(threshold)
         for stage in STAGES:
             self.stage.labels(stage=stage)
+
+    def _input_metrics(self, r: CollectorRegistry) -> None:
+        """What reading records counts beyond parsing: CSV label fields, and the conn stage's (Zeek input)
+        featurizer events, state held, restores and replays."""
+        self.label_fields = Counter("detector_records_with_label_field_total",
+                                    "CSV records that carried their file's label (and trailing) fields: accepted, "
+                                    "the label ignored for scoring", registry=r)
+        self.featurizer_events = Counter("detector_featurizer_events_total", "Zeek featurizer events: late (clamped "
+                                         "to the lateness bound), pending_capped, window_capped, hosts_capped, "
+                                         "hosts_expired (core.featurizer)", ["event"], registry=r)
+        self.featurizer_state = Gauge("detector_featurizer_state", "Zeek featurizer state held: hosts, window "
+                                      "(connections in the 2 s window), pending (records waiting out the lateness)",
+                                      ["part"], registry=r)
+        self.featurizer_restores = Counter("detector_featurizer_restores_total", "Partitions assigned: fresh (no "
+                                           "commit), restored (from the snapshot the commit names), lost (snapshot "
+                                           "missing: empty windows)", ["outcome"], registry=r)
+        self.replayed = Counter("detector_records_replayed_total", "Records read again after a restart to rebuild "
+                                "the featurizer's state (outputs suppressed: written before)", registry=r)
 
     def _lifecycle(self, r: CollectorRegistry) -> None:
         """Model swaps, shadow scoring and drift."""

@@ -33,6 +33,7 @@ class OutMessage:
     reason: str | None = None
     event_ts_ms: int | None = None  # the input record's timestamp: produce-to-alert latency starts there
     source: tuple[str, int, int] | None = None  # the input record's topic, partition and offset
+    partition: int | None = None  # a chosen partition (featurizer state: the input's own); None: by key
 
     @property
     def size(self) -> int:

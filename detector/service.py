@@ -17,34 +17,35 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 
-from core import poison
+from core import featurizer, poison
 from core.acl import require
 from core.decision import flagged_rows
 from core.health import HealthServer
 from core.heap import freeze_long_lived
 from core.kafka import admin_config, check_connection, ensure_topic, redacted
 from core.poison import Skipped
-from core.wire import ParsedBatch, Parser
+from core.wire import Parser
+from detector.accounting import account
 from detector.checkpoint import AtLeastOnce, Checkpoint, ExactlyOnce
 from detector.clients import AuthWatch, client_configs
+from detector.conn_stage import ConnBatch, ConnStage
+from detector.conn_state import TOPIC_CONFIG, StateStore
 from detector.dead_letters import dead_letters, skipped_dead_letters
 from detector.delivery import OutputWriter
 from detector.drift import DriftMonitor
 from detector.evaluation import LabelTally
 from detector.input_source import InputBatch, InputSource
 from detector.live_model import LiveModel, load_live
-from detector.metrics import DetectorMetrics, observe_many
+from detector.metrics import DetectorMetrics
 from detector.model_watch import ModelWatcher
-from detector.scoring import ScoredBatch
 from detector.settings import DetectorSettings
-from detector.shadow import Shadow, ShadowBatch
+from detector.shadow import Shadow
 from model import backend, store
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class Detector:
         self.producer: Producer | None = None
         self.checkpoint: Checkpoint | None = None
         self.outputs_ready = False
+        self.conns: ConnStage | None = None  # Zeek input: the featurizer stage (start() builds it)
 
     def _load(self, path: Path, same_schema: bool = True) -> LiveModel:
         """A verified model with the operator's threshold choice applied (the same for every model); after the
@@ -110,9 +112,15 @@ class Detector:
         self.server = HealthServer(self.metrics.registry, s.metrics_port, self.ready, host=s.metrics_host)
         self.server.start()
         self.producer = Producer(producer_conf)
+        if self.schema.zeek_conn:
+            self.conns = ConnStage(self.schema, s.input_topic, StateStore(s.featurizer_state_topic, admin_conf,
+                                                                          s.max_output_bytes),
+                                   self.metrics, featurizer.Settings(lateness_s=s.lateness_s), s.state_every_s,
+                                   s.flush_idle_s)
         self._ensure_output_topics(admin_conf, metadata)
-        require(admin_conf, s.acls(), "the detector")
-        self.source = InputSource(consumer_conf, s.input_topic, self.metrics, self._on_revoke, self._update_ready)
+        require(admin_conf, s.acls(conn_state=self.conns is not None), "the detector")
+        self.source = InputSource(consumer_conf, s.input_topic, self.metrics, self._on_revoke, self._update_ready,
+                                  self.conns.assign if self.conns is not None else None)
         consumer = self.source.open()
         writer = OutputWriter(self.producer, self.metrics, s.dead_letter_topic, s.max_output_bytes,
                               {**producer_conf, "group.id": s.group_id})
@@ -142,6 +150,8 @@ class Detector:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self.checkpoint is not None:
             self.checkpoint.on_revoke(consumer, partitions)
+        if self.conns is not None:
+            self.conns.forget(partitions)
 
     def _ensure_output_topics(self, admin_conf: dict[str, object], md: ClusterMetadata) -> None:
         """Alert, dead-letter (and shadow) topics with the input's partition count, once the input exists: created
@@ -156,6 +166,9 @@ class Detector:
         shadow = (self.settings.shadow_topic,) if self.settings.shadow_topic else ()
         for topic in (self.settings.alert_topic, self.settings.dead_letter_topic, *shadow):
             ensure_topic(admin_conf, topic, partitions, min(3, brokers), metadata=md)
+        if self.conns is not None:  # snapshots of input partition p live on its partition p
+            ensure_topic(admin_conf, self.conns.store.topic, partitions, min(3, brokers), metadata=md,
+                         config=TOPIC_CONFIG, needs="READ WRITE")
         self.outputs_ready = True
 
     def run(self) -> None:
@@ -201,6 +214,9 @@ class Detector:
         self._swap_model()
         if not records and not skipped:
             self.checkpoint.idle()  # input is idle: finish the previous batch so its offsets commit now
+            flushed = self.conns.flush_idle() if self.conns is not None else None
+            if flushed is not None:  # Zeek input idle: what the featurizer held is released now
+                self._process(InputBatch.of([], []), t0, time.perf_counter(), flushed)
             return 0
         self.in_batch = True
         try:
@@ -215,8 +231,10 @@ class Detector:
     def _skip(self, skipped: list[Skipped]) -> None:
         """Undecodable batches (``core.poison``): a dead letter naming each range, committed past it, counted."""
         assert self.checkpoint is not None
-        outputs = skipped_dead_letters(skipped, self.settings.dead_letter_topic)
         offsets = [TopicPartition(s.topic, s.partition, s.end) for s in skipped]
+        if self.conns is not None:  # Zeek input: ranges handled before a restart are not repeated
+            skipped, offsets = self.conns.skip(skipped)
+        outputs = skipped_dead_letters(skipped, self.settings.dead_letter_topic)
 
         def done() -> None:
             for s in skipped:
@@ -246,51 +264,42 @@ class Detector:
         log.info("model %s (threshold %.6g) in force, replacing %s; no restart", new.version, new.threshold,
                  old.version)
 
-    def _process(self, batch: InputBatch, t0: float, t_poll: float) -> None:
+    def _process(self, batch: InputBatch, t0: float, t_poll: float, conns: ConnBatch | None = None) -> None:
         assert self.checkpoint is not None
         live = self.live
-        parsed = self.parser.parse_safe(batch.values, batch.unreadable)
+        if self.conns is not None and conns is None:
+            conns = self.conns.process(batch.records, batch.unreadable)
+        if conns is not None:  # Zeek input: the rows are what the featurizer released, of this batch or before
+            records, parsed, offsets, extra = conns.records, conns.parsed, conns.offsets, conns.state
+        else:
+            records, offsets, extra = batch.records, batch.offsets, []
+            parsed = self.parser.parse_safe(batch.values, batch.unreadable)
         t_parse = time.perf_counter()
         scored = live.scoring.score(parsed)
         t_score = time.perf_counter()
         flagged = flagged_rows(scored.scores, live.threshold)
         mask = np.zeros(len(scored.scores), dtype=bool)
         mask[flagged] = True
-        tally = self.labels.tally(batch.records, parsed.index, mask)
+        tally = self.labels.tally(records, parsed.index, mask)
         if self.drift is not None:
             self.drift.observe(parsed.numeric, scored.category_ids)
-        outputs = live.alerts.build(batch.records, parsed, scored, flagged)
+        outputs = live.alerts.build(records, parsed, scored, flagged)
         outputs += dead_letters(batch.records, parsed.rejections, self.settings.dead_letter_topic)
-        shadow = self.shadow.score(batch.records, parsed, scored, live.threshold) if self.shadow else None
+        shadow = self.shadow.score(records, parsed, scored, live.threshold) if self.shadow else None
         if shadow is not None:
             outputs += shadow.outputs
         t_alerts = time.perf_counter()
-        produce_s, commit_s = self.checkpoint.commit(outputs, batch.offsets,
-                                                     lambda: self._account(batch, parsed, scored, shadow, tally))
+
+        def done() -> None:
+            account(self.metrics, self.schema, self.shadow, batch, parsed, scored, shadow, tally)
+            if conns is not None:
+                conns.on_done()
+                self.metrics.replayed.inc(conns.replayed)
+
+        produce_s, commit_s = self.checkpoint.commit(outputs + extra, offsets, done)
         for stage, seconds in (("poll", t_poll - t0), ("parse", t_parse - t_poll), ("score", t_score - t_parse),
                                ("alerts", t_alerts - t_score), ("produce", produce_s), ("commit", commit_s)):
             self.metrics.stage.labels(stage=stage).observe(seconds)
-
-    def _account(self, batch: InputBatch, parsed: ParsedBatch, scored: ScoredBatch, shadow: ShadowBatch | None,
-                 tally: Counter[tuple[str, str]] | None) -> None:
-        """Counters move when the batch is committed, so a clean run counts each record once."""
-        m = self.metrics
-        for p, n in zip(batch.partitions, batch.counts, strict=True):
-            m.consumed.labels(topic=batch.topic, partition=str(int(p))).inc(int(n))
-        m.scored.inc(len(parsed.index))
-        if parsed.trimmed:
-            m.label_fields.inc(parsed.trimmed)
-        observe_many(m.score, scored.scores)
-        for code, n in Counter(r.code for r in parsed.rejections).items():
-            m.dead_lettered.labels(reason=code).inc(n)
-        for name, count in zip(self.schema.categorical, scored.unknown, strict=True):
-            if count:
-                m.unknown_categories.labels(feature=name).inc(int(count))
-        m.batch_size.observe(len(batch.records))
-        if shadow is not None and self.shadow is not None:
-            self.shadow.account(shadow)
-        for (family, decision), n in (tally or {}).items():
-            m.decisions.labels(family=family, decision=decision).inc(n)
 
 
 def _on_commit(err: object, _partitions: list[TopicPartition]) -> None:

@@ -64,6 +64,15 @@ class DetectorSettings(Settings):
     scoring_threads: int = Field(1, ge=0, le=1024,
                                  description="CPU threads the scoring backend may use (0 = its default, all cores); "
                                              "1 leaves the other cores to the Kafka client's threads")
+    lateness_s: float = Field(60.0, ge=0, le=86_400, description="Zeek input: how far behind the newest connection a "
+                              "record may arrive and still be ordered by its own time (later ones are clamped to "
+                              "this bound and counted)")
+    state_topic: str | None = Field(None, description="Zeek input: compacted topic of featurizer snapshots "
+                                                      "(default: GROUP.featurizer-state)")
+    state_every_s: float = Field(30.0, gt=0, le=86_400, description="Zeek input: seconds between featurizer "
+                                 "snapshots per partition (a restart replays at most this much input)")
+    flush_idle_s: float = Field(30.0, gt=0, le=86_400, description="Zeek input: release the records a partition "
+                                "holds once it has been idle this long")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
 
     @model_validator(mode="after")
@@ -89,18 +98,25 @@ class DetectorSettings(Settings):
         return self.dlq_topic or f"{self.input_topic}.dlq"
 
     @property
+    def featurizer_state_topic(self) -> str:
+        return self.state_topic or f"{self.group_id}.featurizer-state"
+
+    @property
     def effective_transactional_id(self) -> str:
         return self.transactional_id or f"{self.group_id}-{socket.gethostname()}-{os.getpid()}"
 
-    def acls(self) -> list[Grant]:
+    def acls(self, conn_state: bool = False) -> list[Grant]:
         """What the detector does on the cluster (``core.acl``): read its input as its group, write alerts and dead
         letters (and shadow alerts), and in exactly-once mode own its transactional id (by default the group id
         then host and pid: a prefix grant)."""
         written = {self.alert_topic: "its alerts", self.dead_letter_topic: "records it cannot read (dead letters)"}
         if self.shadow_topic:
             written[self.shadow_topic] = "the candidate model's alerts (shadow mode)"
+        if conn_state:
+            written[self.featurizer_state_topic] = "Zeek featurizer snapshots"
         outputs = list(written)
-        grants = [topic(self.input_topic, "READ", "the records it scores"),
+        restores = [topic(self.featurizer_state_topic, "READ", "restores featurizer snapshots")] if conn_state else []
+        grants = [topic(self.input_topic, "READ", "the records it scores"), *restores,
                   Grant("group", self.group_id, "READ", "joins its consumer group, commits offsets"),
                   *(topic(t, "WRITE", why) for t, why in written.items())]
         if self.exactly_once:
