@@ -241,6 +241,8 @@ class AtLeastOnce(_Retrying):
         allows); synchronous on revocation and shutdown."""
         for tp in offsets:
             self.uncommitted[(tp.topic, tp.partition)] = tp
+        if not offsets:  # a batch the conn stage only replayed: nothing new to commit (an empty list commits
+            return  # "the stored offsets", of which there are none)
         try:
             self.consumer.commit(offsets=offsets, asynchronous=not sync)
             if sync:

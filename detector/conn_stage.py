@@ -102,6 +102,7 @@ class ConnStage:
                 log.info("partition %d: featurizer snapshot %d restored; replaying offsets %d-%d", tp.partition,
                          meta["snap"], meta["at"], done.offset)
             self.metrics.featurizer_restores.labels(outcome=outcome).inc()
+        self._report()
 
     def _restored(self, doc: dict[str, Any], committed: int) -> _Partition:
         feat = Featurizer.restore(doc["featurizer"], self.settings)

@@ -35,7 +35,9 @@ class Pacer:
             now = self._clock()
             due = int((now - self._start) * self.rate) + 1 - self._issued
             if due > 0:
-                lag = due / self.rate
+                # how far behind: the record due now is on time (counting it made any rate below 10/s "late" by
+                # more than max_lag_s on every record, restarting the schedule each time: no pacing at all)
+                lag = (due - 1) / self.rate
                 if lag > self.max_lag_s:  # we fell behind: restart the schedule instead of bursting
                     self._start = now - 1.0 / self.rate
                     self._issued = 0

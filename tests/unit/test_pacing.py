@@ -37,3 +37,14 @@ def test_stall_does_not_burst() -> None:
 
 def test_unlimited_rate_hands_out_batches() -> None:
     assert Pacer(0).allowance() > 1
+
+
+def test_a_rate_below_ten_per_second_is_kept() -> None:
+    """One record due is on time, not late: at 7/s one record's interval (0.14 s) exceeds ``max_lag_s`` (0.1 s),
+    which used to restart the schedule on every record and send as fast as possible."""
+    now = [0.0]
+    pacer = Pacer(7, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
+    sent = 0
+    while now[0] < 10.0:
+        sent += pacer.allowance()
+    assert 69 <= sent <= 72
