@@ -94,17 +94,28 @@ class StateStore:
             found = read_range(consumer, self.topic, {partition: (low, high)}, timeout_s, self.conf, keep)
         finally:
             consumer.close()
-        chunks: dict[int, bytes] = {}
-        total = None
-        for msg in found:  # in offset order: a later copy of a chunk (a retried write) replaces the earlier
-            i, n = dict(msg.headers() or ()).get(CHUNK_HEADER, b"").decode().partition("/")[::2]
-            chunks[int(i)] = msg.value() or b""
-            total = int(n)
-        if total is None or sorted(chunks) != list(range(total)):
-            return None
+        doc = assemble(found)
+        if doc is None:
+            log.error("featurizer snapshot %d of %s[%d] is not on %s whole, or unreadable", snap, input_topic,
+                      partition, self.topic)
+        return doc
+
+
+def assemble(found: list[Any]) -> dict[str, Any] | None:
+    """One snapshot from its chunk messages (offset order: a later copy of a chunk, a retried write, replaces the
+    earlier), or None when a chunk is missing or the whole does not decode."""
+    chunks: dict[int, bytes] = {}
+    total = None
+    for msg in found:
         try:
-            doc = json.loads(zlib.decompress(b"".join(chunks[i] for i in range(total))))
-        except (ValueError, zlib.error) as exc:
-            log.error("featurizer snapshot %d of %s[%d] is unreadable: %s", snap, input_topic, partition, exc)
-            return None
-        return doc if isinstance(doc, dict) else None
+            i, n = dict(msg.headers() or ()).get(CHUNK_HEADER, b"").decode().partition("/")[::2]
+            chunks[int(i)], total = msg.value() or b"", int(n)
+        except (ValueError, UnicodeDecodeError):  # not a chunk this code wrote: the snapshot is then incomplete
+            continue
+    if total is None or sorted(chunks) != list(range(total)):
+        return None
+    try:
+        doc = json.loads(zlib.decompress(b"".join(chunks[i] for i in range(total))))
+    except (ValueError, zlib.error):
+        return None
+    return doc if isinstance(doc, dict) else None
