@@ -25,10 +25,12 @@ def services() -> list[tuple[str, list[Grant]]]:
     """Each service with its default settings (no model or data file is needed to list what it does)."""
     alo = DetectorSettings.model_construct().acls()
     eos = [g for g in DetectorSettings.model_construct(exactly_once=True).acls() if g not in alo]
+    zeek = [g for g in DetectorSettings.model_construct().acls(conn_state=True) if g not in alo]
     return [
         ("producer", ProducerSettings.model_construct(data=Path("-")).acls()),
         ("detector", alo),
         ("detector `--exactly-once` (also)", eos),
+        ("detector, Zeek input (also)", zeek),
         ("incident service", IncidentSettings.model_construct().acls()),
         ("`incidents feedback`", FeedbackSettings.model_construct(incident="-").acls()),
         ("`incidents verdicts`", VerdictListSettings.model_construct().acls()),
