@@ -69,7 +69,8 @@ class ConnBatch:
 
 class ConnStage:
     def __init__(self, schema: RecordSchema, topic: str, store: StateStore, metrics: DetectorMetrics,
-                 settings: featurizer.Settings, state_every_s: float, flush_idle_s: float) -> None:
+                 settings: featurizer.Settings, state_every_s: float, flush_idle_s: float,
+                 max_ahead_s: float = 300.0) -> None:
         self.schema = schema
         self.topic = topic
         self.store = store
@@ -77,6 +78,7 @@ class ConnStage:
         self.settings = settings
         self.state_every_s = state_every_s
         self.flush_idle_s = flush_idle_s
+        self.max_ahead_s = max_ahead_s
         self.parts: dict[int, _Partition] = {}
         self.fields: dict[bytes, list[str]] = {}
 
@@ -139,6 +141,7 @@ class ConnStage:
                     raise zeek.ZeekError(wire.BAD_HEADER, "a header key is not valid UTF-8 (sent by a "
                                          "non-librdkafka client?); the record is kept here whole")
                 conn = zeek.parse_value(msg.value(), self._fields(msg.headers()))
+                self._not_ahead(conn, msg.timestamp())
             except zeek.ZeekError as exc:
                 if not replay:  # a replayed record's dead letter was written before the restart
                     rejections.append(Rejection(i, exc.reason, str(exc)))
@@ -184,6 +187,17 @@ class ConnStage:
         return kept, offsets
 
     # ------------------------------------------------------------------ helpers
+    def _not_ahead(self, conn: zeek.Conn, kafka_ts: tuple[int, int]) -> None:
+        """A connection cannot start after the record that reports it was written: one stamped later than its
+        Kafka timestamp plus ``max_ahead_s`` is a forgery or a broken clock, and would drag the featurizer's
+        stream time ahead, so that every genuine connection after it arrived "late" and was clamped. The Kafka
+        timestamp is the record's own (a replay after a restart decides the same), and a broker bounds it: Kafka
+        4's ``message.timestamp.after.max.ms`` refuses records stamped more than an hour ahead."""
+        ts_type, ms = kafka_ts
+        if ts_type and ms > 0 and conn.ts > ms / 1000 + self.max_ahead_s:
+            raise zeek.ZeekError("future_ts", f"ts {conn.ts:.6f} is {conn.ts - ms / 1000:.0f} s after the record's "
+                                 f"Kafka timestamp (at most {self.max_ahead_s:g} s): a forged or broken clock")
+
     def _new(self, partition: int) -> _Partition:
         part = self.parts[partition] = _Partition(Featurizer(self.settings))
         return part

@@ -116,7 +116,7 @@ class Detector:
             self.conns = ConnStage(self.schema, s.input_topic, StateStore(s.featurizer_state_topic, admin_conf,
                                                                           s.max_output_bytes),
                                    self.metrics, featurizer.Settings(lateness_s=s.lateness_s), s.state_every_s,
-                                   s.flush_idle_s)
+                                   s.flush_idle_s, s.max_ahead_s)
         self._ensure_output_topics(admin_conf, metadata)
         require(admin_conf, s.acls(conn_state=self.conns is not None), "the detector")
         self.source = InputSource(consumer_conf, s.input_topic, self.metrics, self._on_revoke, self._update_ready,

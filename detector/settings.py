@@ -73,6 +73,9 @@ class DetectorSettings(Settings):
                                  "snapshots per partition (a restart replays at most this much input)")
     flush_idle_s: float = Field(30.0, gt=0, le=86_400, description="Zeek input: release the records a partition "
                                 "holds once it has been idle this long")
+    max_ahead_s: float = Field(300.0, ge=0, le=86_400, description="Zeek input: a connection stamped more than this "
+                               "after its Kafka record's timestamp is a dead letter (future_ts): it would drag "
+                               "the featurizer's stream time ahead")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
 
     @model_validator(mode="after")

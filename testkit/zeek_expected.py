@@ -20,7 +20,8 @@ from core.featurizer import Featurizer, Settings
 from core.kafka_io import read_to_end
 
 
-def offline_zeek_scores(model: Path, bootstrap: str, topic: str, settings: Settings | None = None
+def offline_zeek_scores(model: Path, bootstrap: str, topic: str, settings: Settings | None = None,
+                        max_ahead_s: float = 300.0
                         ) -> tuple[dict[str, float], dict[str, float], dict[str, dict[str, Any]]]:
     """(record id -> score of every flagged record, record id -> score of every record, record id -> features)."""
     from model.bundle import load_bundle
@@ -35,7 +36,12 @@ def offline_zeek_scores(model: Path, bootstrap: str, topic: str, settings: Setti
         record_of: dict[int, str] = {}
         for msg in sorted(msgs, key=lambda m: m.offset()):
             fields = h.header(msg.headers(), zeek.FIELDS_HEADER)
-            conn = zeek.parse_value(msg.value(), fields.split("\t") if fields else None)
+            try:
+                conn = zeek.parse_value(msg.value(), fields.split("\t") if fields else None)
+            except zeek.ZeekError:
+                continue  # a dead letter
+            if conn.ts > msg.timestamp()[1] / 1000 + max_ahead_s:
+                continue  # a dead letter (future_ts)
             record_of[id(conn)] = str(wire.record_id(msg.headers(), msg.key()))
             for c, f in feat.offer(conn):
                 ids.append(record_of.pop(id(c)))

@@ -10,12 +10,14 @@ import random
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import pytest
+from confluent_kafka import Producer
 
 from testkit import (
     REPO,
@@ -48,6 +50,29 @@ def zeek_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+NOW = time.time()
+GOOD = {"ts": 1655071198.444458, "uid": "Cforged", "id.orig_h": "147.32.81.167", "id.orig_p": 62771,
+        "id.resp_h": "40.74.108.123", "id.resp_p": 443, "proto": "tcp", "conn_state": "SF"}
+HOSTILE: list[tuple[bytes, str]] = [  # records an attacker or a broken shipper puts on the conn topic
+    (b"\xff\xfe\x00 not text", "not_utf8"),
+    (b"{\"ts\": 1655071198.4, \"uid\": ", "invalid_json"),
+    (json.dumps({**GOOD, "id.orig_h": "999.1.1.1"}).encode(), "bad_field"),
+    (json.dumps({**GOOD, "id.resp_p": 70000}).encode(), "bad_field"),
+    (json.dumps({**GOOD, "ts": NOW + 86_400}).encode(), "future_ts"),  # would drag stream time a day ahead
+    (json.dumps({"conn": {"conn": {"conn": GOOD}}}).encode(), "bad_envelope"),
+    (b"[1, 2, 3]", "not_an_object"),
+    (b"1655071198.4\tCx\t10.0.0.1", "field_count"),
+    (b"#fields\tts\tuid", "header_line"),
+]
+
+
+def _produce_hostile(bootstrap: str, topic: str) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for i, (value, _) in enumerate(HOSTILE):
+        producer.produce(topic, value, key=f"hostile-{i}".encode())
+    assert producer.flush(30) == 0
+
+
 def _pending_released(det: DetectorProcess) -> bool:
     samples = det.metrics()
     return samples.get("detector_featurizer_state{part=pending}", -1.0) == 0.0
@@ -73,6 +98,7 @@ def test_a_labelled_conn_log_through_producer_detector_and_incidents(kafka_boots
     sent = subprocess.run(producer_args(kafka_bootstrap, topic, LABELLED, *ZEEK), capture_output=True, text=True,
                           cwd=REPO, timeout=120)
     assert sent.returncode == 0 and json.loads(sent.stdout.strip().splitlines()[-1])["delivered"] == CONNS, sent.stderr
+    _produce_hostile(kafka_bootstrap, topic)
     expected, _every, _rows = offline_zeek_scores(zeek_bundle, kafka_bootstrap, topic)
     assert 0 < len(expected) < CONNS
     det = DetectorProcess(kafka_bootstrap, topic, alerts, zeek_bundle, "--flush-idle-s", "2",
@@ -81,6 +107,10 @@ def test_a_labelled_conn_log_through_producer_detector_and_incidents(kafka_boots
     with det, inc:
         wait_until(lambda: det.total("detector_records_scored_total") == CONNS and _pending_released(det), 120,
                    "every connection released and scored")
+        dead = drain(kafka_bootstrap, f"{topic}.dlq", len(HOSTILE), timeout_s=30)
+        reasons = Counter(dict(m.headers())["dlq.reason"].decode() for m in dead)
+        assert reasons == Counter(reason for _, reason in HOSTILE), reasons  # every record accounted for, once
+        assert sorted(m.value() for m in dead) == sorted(value for value, _ in HOSTILE)  # the bytes kept
         wait_until(lambda: committed_all(kafka_bootstrap, f"g-{topic}", topic), 60, "input offsets committed")
         docs = _alerts(kafka_bootstrap, alerts, len(expected))
         _assert_equal_to_offline(docs, expected)

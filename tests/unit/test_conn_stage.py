@@ -141,6 +141,7 @@ def test_commit_metadata_names_the_snapshot_and_garbage_is_none() -> None:
     assert store.read(TOPIC, 0, 0) is None  # nothing written: a restore starts fresh ("lost" when committed)
 
 
+@pytest.mark.hostile
 def test_a_snapshot_with_a_forged_or_missing_chunk_is_not_restored() -> None:
     store = Compacted()
     st = stage(store, 0.0)
@@ -149,3 +150,26 @@ def test_a_snapshot_with_a_forged_or_missing_chunk_is_not_restored() -> None:
     key = next(k for k in store.latest if k.startswith(b"conns:0:0:"))
     store.latest[key] = Msg(0, 0, b"x", [("featurizer.chunk", b"\xff/zz")])
     assert store.read(TOPIC, 0, 0) is None
+
+
+@pytest.mark.hostile
+def test_a_connection_stamped_after_its_record_is_a_dead_letter_and_does_not_move_stream_time() -> None:
+    """The attack: one record with ``ts`` far ahead would make every genuine connection after it "late" (clamped
+    to the forged time minus the lateness). It is refused by its own Kafka timestamp, and the genuine records
+    around it are featurized exactly as without it."""
+    genuine = [m for m in messages() if m.part == 0 and m.val != b"not a connection"][:150]
+    conn = zeek.parse_value(genuine[10].val)
+    forged = Msg(0, 0, zeek.to_json_line(dataclasses.replace(conn, ts=1_700_000_000 + 86_400.0)).encode(), [])
+    results = []
+    for msgs in (genuine, genuine[:11] + [forged] + genuine[11:]):
+        msgs = [dataclasses.replace(m, off=i) for i, m in enumerate(msgs)]
+        st = stage(Compacted(), 0.0)
+        first = st.process(msgs, ())
+        flushed = st.parts[0].feat.flush()
+        cols = first.parsed.columns(first.parsed.index)
+        rows = [{k: v[j] for k, v in cols.items()} for j in range(len(first.records))]
+        results.append((rows, len(flushed), st.parts[0].feat.counts["late"], [(r.code, r.index)
+                                                                                for r in first.parsed.rejections]))
+    (clean, clean_held, clean_late, none), (attacked, held, late, refused) = results
+    assert none == [] and refused == [("future_ts", 11)]
+    assert attacked == clean and held == clean_held and late == clean_late
