@@ -253,7 +253,7 @@ class Featurizer:
         """Everything the featurizer holds, as plain data (JSON-able): the windows themselves; every count is
         derived from them again by :meth:`restore`, so a snapshot cannot hold counts that disagree."""
         return {"max_ts": self.max_ts, "released_t": self.released_t, "arrived": self.arrived,
-                "pending": [[t, seq, c.to_dict()] for t, seq, c in sorted(self.pending)],
+                "pending": [[t, seq, list(dataclasses.astuple(c))] for t, seq, c in sorted(self.pending)],
                 "window": [list(e) for e in self.window],
                 "hosts": [[h, host.last, [list(e) for e in host.entries]] for h, host in self.hosts.items()],
                 "services": [[s, list(hosts)] for s, (hosts, _) in self.services.items()],
@@ -264,7 +264,7 @@ class Featurizer:
         """A featurizer that continues exactly where the one that took ``snap`` was."""
         f = cls(settings)
         f.max_ts, f.released_t, f.arrived = float(snap["max_ts"]), float(snap["released_t"]), int(snap["arrived"])
-        f.pending = [(float(t), int(seq), Conn(**c)) for t, seq, c in snap["pending"]]
+        f.pending = [(float(t), int(seq), Conn(*c)) for t, seq, c in snap["pending"]]
         heapq.heapify(f.pending)
         for t, h, s, serror, rerror in snap["window"]:
             f.window.append((float(t), h, s, int(serror), int(rerror)))

@@ -36,6 +36,7 @@ from detector.outputs import OutMessage
 
 log = logging.getLogger(__name__)
 
+SNAPSHOT_SHARE = 10  # a snapshot waits at least this many times as long as the last one took: at most ~10% of time
 _FIELDS_CACHE = 64  # distinct zeek_fields headers remembered (one per Zeek version and log layout)
 
 
@@ -47,6 +48,7 @@ class _Partition:
     snap_at: int = -1  # the input offset it was taken at
     snap_committed: bool = True  # its batch committed: the next may overwrite the other slot
     snap_wall: float = 0.0
+    snap_cost: float = 0.0  # seconds the last snapshot took: the next waits at least 10 times that
     released: int = 0
     next_offset: int = -1
     replay_until: int = -1  # offsets below were handled before a restart: replayed with outputs suppressed
@@ -99,16 +101,18 @@ class ConnStage:
                 self.parts[tp.partition] = _Partition(Featurizer(self.settings))
             else:
                 outcome = "restored"
-                self.parts[tp.partition] = self._restored(doc, done.offset)
+                self.parts[tp.partition] = self._restored(tp.partition, doc, done.offset)
                 tp.offset = meta["at"]
                 log.info("partition %d: featurizer snapshot %d restored; replaying offsets %d-%d", tp.partition,
                          meta["snap"], meta["at"], done.offset)
             self.metrics.featurizer_restores.labels(outcome=outcome).inc()
         self._report()
 
-    def _restored(self, doc: dict[str, Any], committed: int) -> _Partition:
+    def _restored(self, partition: int, doc: dict[str, Any], committed: int) -> _Partition:
         feat = Featurizer.restore(doc["featurizer"], self.settings)
-        part = _Partition(feat, {int(seq): HeldRecord.from_json(raw) for seq, raw in doc["held"]},
+        conns = {seq: conn for _, seq, conn in feat.pending}
+        held = {int(seq): HeldRecord.from_json(raw, self.topic, partition, conns[int(seq)]) for seq, raw in doc["held"]}
+        part = _Partition(feat, held,
                           snap=int(doc["snap"]), snap_at=int(doc["at"]), released=int(doc["released"]),
                           replay_until=committed, reported=dict(feat.counts))
         part.snap_wall = time.monotonic()
@@ -133,7 +137,8 @@ class ConnStage:
             part = touched[partition] = self.parts.get(partition) or self._new(partition)
             replay = offset < part.replay_until
             replayed += replay
-            if not replay and part.snap_committed and (part.snap < 0 or now - part.snap_wall >= self.state_every_s):
+            if not replay and part.snap_committed and (part.snap < 0 or now - part.snap_wall >= max(
+                    self.state_every_s, SNAPSHOT_SHARE * part.snap_cost)):
                 state += self._snapshot(partition, part, offset, now)
             part.next_offset, part.last_seen = offset + 1, now
             try:
@@ -216,12 +221,16 @@ class ConnStage:
         return found
 
     def _snapshot(self, partition: int, part: _Partition, offset: int, now: float) -> list[OutMessage]:
+        t0 = time.perf_counter()
         part.feat.expire()  # idle hosts never shape a feature again: not worth writing
         part.snap += 1
         part.snap_at, part.snap_committed, part.snap_wall = offset, False, now
         doc = {"snap": part.snap, "at": offset, "released": part.released, "featurizer": part.feat.snapshot(),
                "held": [[seq, held.to_json()] for seq, held in part.held.items()]}
-        return self.store.encode(self.topic, partition, part.snap, doc)
+        out = self.store.encode(self.topic, partition, part.snap, doc)
+        part.snap_cost = time.perf_counter() - t0
+        self.metrics.featurizer_snapshots.observe(part.snap_cost)
+        return out
 
     def _offset(self, partition: int, part: _Partition) -> TopicPartition:
         return TopicPartition(self.topic, partition, part.next_offset,

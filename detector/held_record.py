@@ -65,15 +65,15 @@ class HeldRecord:
         return out
 
     def to_json(self) -> list[Any]:
+        """Compact: the topic, partition and connection are known where it is restored (:meth:`from_json`)."""
         key = None if self.record_key is None else base64.b64encode(self.record_key).decode()
-        return [self.source_topic, self.source_partition, self.source_offset, key, self.record_id, self.label,
-                list(self.kafka_ts), self.conn]
+        return [self.source_offset, key, self.record_id, self.label, *self.kafka_ts]
 
     @classmethod
-    def from_json(cls, raw: list[Any]) -> HeldRecord:
-        topic, partition, offset, key, record_id, label, ts, conn = raw
-        return cls(str(topic), int(partition), int(offset), None if key is None else base64.b64decode(key),
-                   record_id, label, (int(ts[0]), int(ts[1])), dict(conn))
+    def from_json(cls, raw: list[Any], topic: str, partition: int, conn: Conn) -> HeldRecord:
+        offset, key, record_id, label, ts_type, ts_ms = raw
+        return cls(topic, partition, int(offset), None if key is None else base64.b64decode(key), record_id, label,
+                   (int(ts_type), int(ts_ms)), identity(conn))
 
 
 def identity(conn: Conn) -> dict[str, Any]:

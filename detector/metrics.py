@@ -100,6 +100,9 @@ class DetectorMetrics:
         self.featurizer_restores = Counter("detector_featurizer_restores_total", "Partitions assigned: fresh (no "
                                            "commit), restored (from the snapshot the commit names), lost (snapshot "
                                            "missing: empty windows)", ["outcome"], registry=r)
+        self.featurizer_snapshots = Histogram("detector_featurizer_snapshot_seconds", "Time to take and encode one "
+                                              "partition's featurizer snapshot (the next waits at least 10 times as "
+                                              "long)", buckets=(0.001, 0.01, 0.1, 0.5, 1, 2, 5, 10, 30), registry=r)
         self.replayed = Counter("detector_records_replayed_total", "Records read again after a restart to rebuild "
                                 "the featurizer's state (outputs suppressed: written before)", registry=r)
 
