@@ -120,12 +120,23 @@ def _port(doc: Mapping[str, Any], name: str) -> int:
     return value
 
 
+_ADDRS: dict[str, str] = {}  # address as written -> canonical: a network's hosts repeat, parsing them is slow
+_ADDRS_MAX = 65_536  # bounded: random addresses (a scan, an attacker) only empty it, they cost what no cache would
+
+
 def _addr(doc: Mapping[str, Any], name: str) -> str:
-    value = _text(doc, name, required=True)
+    value = _text(doc, name, required=True) or ""
+    found = _ADDRS.get(value)
+    if found is not None:
+        return found
     try:
-        return str(ipaddress.ip_address(value or ""))
+        found = str(ipaddress.ip_address(value))
     except ValueError:
         raise ZeekError("bad_field", f"{name} is not an IP address: {str(value)[:60]!r}") from None
+    if len(_ADDRS) >= _ADDRS_MAX:
+        _ADDRS.clear()
+    _ADDRS[value] = found
+    return found
 
 
 def _duration(doc: Mapping[str, Any]) -> float | None:
@@ -178,6 +189,8 @@ def conn_from_fields(doc: Mapping[str, Any]) -> Conn:
 
 def split_iot23(fields: Sequence[str], values: Sequence[str]) -> tuple[list[str], list[str]]:
     """IoT-23's layout: a field name holding three names joined by three spaces, and its value likewise."""
+    if not any(IOT23_JOIN in name for name in fields):  # the common layout: nothing to split
+        return list(fields), list(values)
     names: list[str] = []
     out: list[str] = []
     for name, value in zip(fields, values, strict=True):
