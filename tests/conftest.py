@@ -15,6 +15,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -137,6 +138,21 @@ def kdd_path() -> Path:
     if not path.exists():
         pytest.fail(f"the shared KDD99 file is missing at {path}; set KDD_DATA to its path", pytrace=False)
     return path
+
+
+ZEEK_LABELLED = REPO / "tests" / "fixtures" / "zeek" / "ctu-normal-40-day1.conn.log.labeled"
+
+
+@pytest.fixture(scope="session")
+def zeek_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A zeek_conn bundle trained on the labelled fixture's benign rows (few epochs: test-sized)."""
+    out = tmp_path_factory.mktemp("zeek") / "model"
+    train = subprocess.run([sys.executable, "-m", "training", "train", "--schema", "zeek_conn", "--data",
+                            str(ZEEK_LABELLED), "--out", str(out), "--epochs", "3", "--run-dir",
+                            str(out.parent / "runs")],
+                           capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert train.returncode == 0, train.stderr[-3000:]
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -41,7 +41,7 @@ from incidents.settings import IncidentSettings
 from producer.settings import ProducerSettings
 from testkit import REPO, DetectorProcess, wait_until
 from testkit.services import ConsoleProcess, IncidentProcess
-from tests.conftest import own_cluster
+from tests.conftest import ZEEK_LABELLED, own_cluster
 from training.settings import TrainSettings
 
 BROKER_PASSWORD = f"b-{uuid.uuid4().hex}"
@@ -57,7 +57,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[local_kafka.Lo
 
 
 PASSWORD = f"pw-{uuid.uuid4().hex}"
-USERS = [f"u{i}" for i in range(60)]
+USERS = [f"u{i}" for i in range(80)]
 _free_users = iter(USERS)
 
 
@@ -271,6 +271,37 @@ def test_detector_without_a_grant_exits_3_naming_it(cluster: local_kafka.LocalKa
     assert fed.returncode == 0, fed.stderr[-2000:]
     s = detector_settings(n, small_bundle, exactly_once=exactly_once)
     for dropped, rest in _without(required(s.acls())):
+        result, took = timed("detector", *detector_args(cluster, grant(cluster, rest), s))
+        _denied(result, dropped, took)
+
+
+def test_zeek_detector_works_with_its_grants_and_names_a_missing_state_grant(cluster: local_kafka.LocalKafka,
+                                                                             zeek_bundle: Path, tmp_path: Path) -> None:
+    """Zeek input adds the featurizer's state topic (READ to restore, WRITE for snapshots, inside the transaction
+    under exactly-once): with exactly the table's grants it scores the capture and writes snapshots; without either
+    of the two it exits 3 naming it."""
+    n = Names.new()
+    s = detector_settings(n, zeek_bundle, exactly_once=True)
+    topics(cluster, n.input, n.alerts, n.dlq, s.featurizer_state_topic)
+    feeder = grant(cluster, [Grant("topic", n.input, "WRITE", "test feed")])
+    fed = run("producer", *auth_args(cluster, feeder), "--topic", n.input, "--data", str(ZEEK_LABELLED), "--schema",
+              "zeek_conn", "--no-progress")
+    assert fed.returncode == 0, fed.stderr[-2000:]
+    grants = required(s.acls(conn_state=True))
+    user = grant(cluster, grants)
+    det = DetectorProcess(cluster.bootstrap_servers, s.input_topic, s.alert_topic, s.model,
+                          *auth_args(cluster, user)[2:], "--exactly-once", "--flush-idle-s", "2", group=s.group_id,
+                          dlq_topic=s.dead_letter_topic, log_path=tmp_path / "zeek-detector.log",
+                          env={"KAFKA_SASL_PASSWORD": PASSWORD})
+    with det:
+        wait_until(lambda: det.total("detector_records_scored_total") >= 700, 120,
+                   f"the Zeek detector scoring as {user}")
+        assert det.stop() == 0
+    assert read_to_end(cluster.client_config("broker", BROKER_PASSWORD), s.featurizer_state_topic), "no snapshot"
+    state = [g for g in grants if g.name == s.featurizer_state_topic]
+    assert sorted(g.operation for g in state) == ["READ", "WRITE"]
+    for dropped in state:
+        rest = [g for g in grants if g != dropped]
         result, took = timed("detector", *detector_args(cluster, grant(cluster, rest), s))
         _denied(result, dropped, took)
 

@@ -9,7 +9,6 @@ import json
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -32,24 +31,12 @@ from testkit import (
     start_replay,
     wait_until,
 )
-from tests.conftest import TopicFactory
+from tests.conftest import ZEEK_LABELLED, TopicFactory
 
-LABELLED = REPO / "tests" / "fixtures" / "zeek" / "ctu-normal-40-day1.conn.log.labeled"
+LABELLED = ZEEK_LABELLED
 CONNS = 700
 KILLS = 10
 ZEEK = ("--schema", "zeek_conn")
-
-
-@pytest.fixture(scope="module")
-def zeek_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("zeek") / "model"
-    train = subprocess.run([sys.executable, "-m", "training", "train", *ZEEK, "--data", str(LABELLED), "--out",
-                            str(out), "--epochs", "3", "--run-dir", str(out.parent / "runs")],
-                           capture_output=True, text=True, cwd=REPO, timeout=300)
-    assert train.returncode == 0, train.stderr[-3000:]
-    return out
-
-
 NOW = time.time()
 GOOD = {"ts": 1655071198.444458, "uid": "Cforged", "id.orig_h": "147.32.81.167", "id.orig_p": 62771,
         "id.resp_h": "40.74.108.123", "id.resp_p": 443, "proto": "tcp", "conn_state": "SF"}
