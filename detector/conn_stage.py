@@ -33,6 +33,7 @@ from detector.conn_state import StateStore, metadata, parse_metadata
 from detector.held_record import HeldRecord
 from detector.metrics import DetectorMetrics
 from detector.outputs import OutMessage
+from detector.settings import DetectorSettings
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,14 @@ class ConnStage:
         self.max_ahead_s = max_ahead_s
         self.parts: dict[int, _Partition] = {}
         self.fields: dict[bytes, list[str]] = {}
+
+    @classmethod
+    def of(cls, s: DetectorSettings, schema: RecordSchema, client_conf: dict[str, Any],
+           metrics: DetectorMetrics) -> ConnStage:
+        """The stage as the detector's settings describe it."""
+        return cls(schema, s.input_topic, StateStore(s.featurizer_state_topic, client_conf, s.max_output_bytes),
+                   metrics, featurizer.Settings(lateness_s=s.lateness_s, max_pending=s.max_held), s.state_every_s,
+                   s.flush_idle_s, s.max_ahead_s)
 
     # ------------------------------------------------------------------ assignment
     def assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, ClusterMetadata
 
-from core import featurizer, poison
+from core import poison
 from core.acl import require
 from core.decision import flagged_rows
 from core.health import HealthServer
@@ -35,7 +35,7 @@ from detector.accounting import account
 from detector.checkpoint import AtLeastOnce, Checkpoint, ExactlyOnce
 from detector.clients import AuthWatch, client_configs
 from detector.conn_stage import ConnBatch, ConnStage
-from detector.conn_state import TOPIC_CONFIG, StateStore
+from detector.conn_state import TOPIC_CONFIG
 from detector.dead_letters import dead_letters, skipped_dead_letters
 from detector.delivery import OutputWriter
 from detector.drift import DriftMonitor
@@ -113,10 +113,7 @@ class Detector:
         self.server.start()
         self.producer = Producer(producer_conf)
         if self.schema.zeek_conn:
-            self.conns = ConnStage(self.schema, s.input_topic, StateStore(s.featurizer_state_topic, admin_conf,
-                                                                          s.max_output_bytes),
-                                   self.metrics, featurizer.Settings(lateness_s=s.lateness_s), s.state_every_s,
-                                   s.flush_idle_s, s.max_ahead_s)
+            self.conns = ConnStage.of(s, self.schema, admin_conf, self.metrics)
         self._ensure_output_topics(admin_conf, metadata)
         require(admin_conf, s.acls(conn_state=self.conns is not None), "the detector")
         self.source = InputSource(consumer_conf, s.input_topic, self.metrics, self._on_revoke, self._update_ready,

@@ -67,6 +67,9 @@ class DetectorSettings(Settings):
     lateness_s: float = Field(60.0, ge=0, le=86_400, description="Zeek input: how far behind the newest connection a "
                               "record may arrive and still be ordered by its own time (later ones are clamped to "
                               "this bound and counted)")
+    max_held: int = Field(200_000, ge=1_000, le=10_000_000, description="Zeek input: connections a partition may "
+                          "hold while they wait out the lateness (about 1.5 KB each; lateness x rate are held); past "
+                          "it the earliest is released early and counted (pending_capped)")
     state_topic: str | None = Field(None, description="Zeek input: compacted topic of featurizer snapshots "
                                                       "(default: GROUP.featurizer-state)")
     state_every_s: float = Field(30.0, gt=0, le=86_400, description="Zeek input: seconds between featurizer "
