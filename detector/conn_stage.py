@@ -101,7 +101,9 @@ class ConnStage:
         for tp, done in zip(partitions, committed, strict=True):
             meta = parse_metadata(done.metadata) if done.offset >= 0 else None
             doc = self.store.read(tp.topic, tp.partition, meta["snap"]) if meta is not None else None
-            if meta is None or doc is None or doc.get("at") != meta["at"]:
+            part = self._restored(tp.partition, doc, done.offset) if meta is not None and doc is not None and doc.get(
+                "at") == meta["at"] else None
+            if meta is None or part is None:
                 outcome = "fresh" if done.offset < 0 else "lost"
                 if outcome == "lost":
                     log.error("partition %d: the featurizer snapshot its commit names is not on %s; starting with "
@@ -110,20 +112,27 @@ class ConnStage:
                 self.parts[tp.partition] = _Partition(Featurizer(self.settings))
             else:
                 outcome = "restored"
-                self.parts[tp.partition] = self._restored(tp.partition, doc, done.offset)
+                self.parts[tp.partition] = part
                 tp.offset = meta["at"]
                 log.info("partition %d: featurizer snapshot %d restored; replaying offsets %d-%d", tp.partition,
                          meta["snap"], meta["at"], done.offset)
             self.metrics.featurizer_restores.labels(outcome=outcome).inc()
         self._report()
 
-    def _restored(self, partition: int, doc: dict[str, Any], committed: int) -> _Partition:
-        feat = Featurizer.restore(doc["featurizer"], self.settings)
-        conns = {seq: conn for _, seq, conn in feat.pending}
-        held = {int(seq): HeldRecord.from_json(raw, self.topic, partition, conns[int(seq)]) for seq, raw in doc["held"]}
-        part = _Partition(feat, held,
-                          snap=int(doc["snap"]), snap_at=int(doc["at"]), released=int(doc["released"]),
-                          replay_until=committed, reported=dict(feat.counts))
+    def _restored(self, partition: int, doc: dict[str, Any], committed: int) -> _Partition | None:
+        """The partition as the snapshot left it, or None when the snapshot does not make one (written by another
+        version, or not by this code at all): a restore must never stop the detector inside a rebalance."""
+        try:
+            feat = Featurizer.restore(doc["featurizer"], self.settings)
+            conns = {seq: conn for _, seq, conn in feat.pending}
+            held = {int(seq): HeldRecord.from_json(raw, self.topic, partition, conns[int(seq)])
+                    for seq, raw in doc["held"]}
+            part = _Partition(feat, held, snap=int(doc["snap"]), snap_at=int(doc["at"]),
+                              released=int(doc["released"]), replay_until=committed, reported=dict(feat.counts))
+        except (KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
+            log.error("partition %d: the featurizer snapshot cannot be restored (%s: %s)", partition,
+                      type(exc).__name__, str(exc)[:200])
+            return None
         part.snap_wall = time.monotonic()
         return part
 

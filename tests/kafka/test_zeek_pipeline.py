@@ -153,7 +153,7 @@ def _kill_chain(bootstrap: str, make_topic: TopicFactory, bundle: Path, work: Pa
             at = rng.randrange(0, 10)
             wait_until(lambda at=at, det=det: det.total("detector_records_scored_total") >= at, 180,
                        f"{mode}: {at} records scored before the kill")
-            restores += det.total("detector_featurizer_restores_total")
+            restores += det.metrics().get("detector_featurizer_restores_total{outcome=restored}", 0.0)
             assert det.stop(signal.SIGKILL) == -signal.SIGKILL
     assert replay.poll() is None, f"{mode}: the replay should still be running: kills are meant to land during it"
     assert replay.wait(timeout=300) == 0, (work / "p.log").read_text()[-3000:]

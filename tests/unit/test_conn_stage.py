@@ -4,6 +4,8 @@ commit names, continues record for record as if there had been no restart."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -173,3 +175,20 @@ def test_a_connection_stamped_after_its_record_is_a_dead_letter_and_does_not_mov
     (clean, clean_held, clean_late, none), (attacked, held, late, refused) = results
     assert none == [] and refused == [("future_ts", 11)]
     assert attacked == clean and held == clean_held and late == clean_late
+
+
+@pytest.mark.hostile
+def test_a_snapshot_that_decodes_but_does_not_fit_starts_empty_instead_of_stopping_the_detector() -> None:
+    store, committed = Compacted(), {}
+    first = stage(store, 0.0)
+    run(first, messages()[:60], 7, store, committed)
+    snap = parse_metadata(committed[0].metadata)["snap"]  # type: ignore[index]
+    key = next(k for k in store.latest if k.startswith(f"conns:0:{snap % 2}:".encode()))
+    forged = zlib.compress(json.dumps({"snap": snap, "at": parse_metadata(committed[0].metadata)["at"],  # type: ignore[index]
+                                       "released": "many", "featurizer": {"max_ts": []}, "held": [[1]]}).encode())
+    store.latest[key] = Msg(0, 0, forged, [("featurizer.chunk", b"0/1")])
+    second = stage(store, 0.0)
+    assigned = [TopicPartition(TOPIC, 0)]
+    second.assign(FakeConsumer(committed), assigned)  # type: ignore[arg-type]
+    assert second.metrics.featurizer_restores.labels(outcome="lost")._value.get() == 1
+    assert second.parts[0].feat.arrived == 0 and assigned[0].offset < 0  # empty windows, read on from the commit
