@@ -35,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         return 2
     logging.getLogger().setLevel(settings.log_level)
+    if settings.processes != 1:
+        from detector.workers import supervise
+
+        return supervise(sys.argv[1:] if argv is None else argv, settings)
 
     from core.kafka_io import FatalError
     from core.lifecycle import run_service

@@ -31,10 +31,11 @@ class LiveModel:
 
 
 def load_live(path: Path, alert_topic: str, schema: RecordSchema | None = None, *, target_fpr: float | None = None,
-              threshold: float | None = None) -> LiveModel:
+              threshold: float | None = None, batch_size: int = 1) -> LiveModel:
     """Load and verify a bundle, trace its scoring function; raises :class:`BundleError` with the reason.
 
     The threshold follows the model: ``target_fpr`` is placed on each bundle's own calibration scores.
+    ``batch_size``: the largest batch it will score (a per-shape backend is warmed up to it).
     """
     bundle = load_bundle(path)
     try:
@@ -47,7 +48,7 @@ def load_live(path: Path, alert_topic: str, schema: RecordSchema | None = None, 
                           "one input format: start a detector for the new one instead")
     scoring = ScoreStage(bundle)
     try:
-        scoring.warm_up()
+        scoring.warm_up(batch_size)
     except Exception as exc:  # noqa: BLE001 - any failure to trace means "do not serve this model"
         raise BundleError(f"{path}: the scoring function failed its warm-up trace: {exc}") from exc
     calibration = bundle.calibration()

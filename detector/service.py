@@ -87,7 +87,7 @@ class Detector:
         first, every model must read the same record schema."""
         s = self.settings
         return load_live(path, s.alert_topic, self.schema if same_schema else None, target_fpr=s.target_fpr,
-                         threshold=s.threshold)
+                         threshold=s.threshold, batch_size=s.batch_size)
 
     def ready(self) -> tuple[bool, str]:
         if not self.warmed:

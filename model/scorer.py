@@ -43,6 +43,13 @@ def bucket_size(n: int, max_bucket: int = 1 << 16) -> int:
     return size
 
 
+def bucket_sizes(rows: int, max_bucket: int = 1 << 14) -> list[int]:
+    """Every padded size a batch of at most ``rows`` rows is scored at (see :func:`bucket_size`)."""
+    return sorted({bucket_size(k, max_bucket) for k in [*(1 << e for e in range(STEP.bit_length())),
+                                                      *range(STEP, min(rows, max_bucket) + STEP, STEP)] if k <= rows}
+                  | {bucket_size(min(rows, max_bucket), max_bucket)})
+
+
 @dataclasses.dataclass(frozen=True)
 class Scores:
     score: np.ndarray  # (n,) float32

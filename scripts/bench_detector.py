@@ -48,6 +48,7 @@ from core.kafka import KafkaSettings
 from core.records import default_data_path
 from core.settings import MODEL_DIR
 from detector.settings import DetectorSettings
+from detector.workers import cores
 from producer.replay import Replayer
 from producer.source import SourceOptions
 
@@ -113,10 +114,65 @@ def raw_consume_isolated(settings: DetectorSettings, n: int) -> float:
         return float(pool.apply(raw_consume, (settings, n)))
 
 
+def _stage_sums(det: Any) -> tuple[dict[str, float], float]:
+    """Seconds spent in each stage, and the number of batches, from a detector's own histograms."""
+    from detector.metrics import STAGES
+
+    registry = det.metrics.registry
+    sums = {stage: registry.get_sample_value("detector_stage_duration_seconds_sum", {"stage": stage}) or 0.0
+            for stage in STAGES}
+    return sums, registry.get_sample_value("detector_batch_size_records_count") or 1.0
+
+
+def _drain_worker(settings: DetectorSettings, n: int, done: Any, start: Any, out: Any) -> None:
+    """One of ``--processes`` detectors in one group (a spawned process): joins when all are loaded, drains until
+    the group has handled ``n``; reports (records, first record's time, end, stage sums, batches)."""
+    from detector.service import Detector
+
+    os.environ.update(harness.QUIET_TF)
+    det = Detector(settings)
+    start.wait()  # every worker has its model loaded: they join the group together
+    det.start()
+    handled, t0 = 0, None
+    try:
+        while done.value < n:
+            k = det.step()
+            if k:
+                t0 = t0 or time.perf_counter()
+                handled += k
+                with done.get_lock():
+                    done.value += k
+        t1 = time.perf_counter()
+    finally:
+        det.close()
+    out.put((handled, t0, t1, *_stage_sums(det)))
+
+
+def drain_processes(settings: DetectorSettings, n: int, processes: int) -> tuple[float, dict[str, float], float]:
+    """Records/s of ``processes`` detectors sharing the topic through the group (as ``--processes`` runs them),
+    from the first record any of them handled to the last; stage us/record over all of them; mean batch."""
+    # The group settles in one heartbeat after the last member joins (librdkafka's default: 3 s, a whole drain
+    # here): a shorter one measures the processes sharing the work, not one of them alone until it notices.
+    kafka = settings.kafka.model_copy(update={"extra": {**settings.kafka.extra, "heartbeat.interval.ms": "100"}})
+    settings = settings.model_copy(update={"kafka": kafka})
+    ctx = multiprocessing.get_context("spawn")
+    done, start, out = ctx.Value("q", 0), ctx.Barrier(processes), ctx.Queue()
+    procs = [ctx.Process(target=_drain_worker, args=(settings, n, done, start, out)) for _ in range(processes)]
+    for proc in procs:
+        proc.start()
+    results = [out.get() for _ in procs]
+    for proc in procs:
+        proc.join()
+    handled = sum(r[0] for r in results)
+    log.info("records per detector process: %s", [r[0] for r in results])
+    elapsed = max(r[2] for r in results) - min(r[1] for r in results if r[1] is not None)
+    stages = {stage: 1e6 * sum(r[3][stage] for r in results) / max(handled, 1) for stage in results[0][3]}
+    return handled / elapsed, stages, handled / sum(r[4] for r in results)
+
+
 def detector_drain(settings: DetectorSettings, n: int) -> tuple[float, str, dict[str, float], float]:
     """Records/s, the scoring device, microseconds per record in each stage (and ``empty_polls``: polls that
     returned nothing mid-drain) and the mean batch size."""
-    from detector.metrics import STAGES
     from detector.service import Detector
 
     det = Detector(settings)
@@ -134,17 +190,16 @@ def detector_drain(settings: DetectorSettings, n: int) -> tuple[float, str, dict
         elapsed = time.perf_counter() - (t0 or time.perf_counter())
     finally:
         det.close()
-    registry = det.metrics.registry
-    stages = {stage: 1e6 * (registry.get_sample_value("detector_stage_duration_seconds_sum", {"stage": stage}) or 0.0)
-              / max(handled, 1) for stage in STAGES}
-    batches = registry.get_sample_value("detector_batch_size_records_count") or 1.0
+    sums, batches = _stage_sums(det)
+    stages = {stage: 1e6 * seconds / max(handled, 1) for stage, seconds in sums.items()}
     stages["empty_polls"] = float(empty)
     return handled / elapsed, det.device, stages, handled / batches
 
 
-def alternate(settings: DetectorSettings, n: int, runs: int) -> dict[str, Any]:
-    """Raw and detector drains, alternating, each in a group of its own; the median run and every ratio."""
-    pairs = []
+def alternate(settings: DetectorSettings, n: int, runs: int, processes: int) -> dict[str, Any]:
+    """Raw, one-detector and ``processes``-detector drains, alternating, each in a group of its own; the median
+    run and every ratio, for one process and for ``processes``."""
+    pairs, multi = [], []
     empty_polls: list[int] = []
     warm = raw_consume_isolated(settings.model_copy(update={"group_id": harness.unique("warm")}), n)
     log.info("warm-up raw drain (not counted): %.0f/s", warm)
@@ -156,21 +211,36 @@ def alternate(settings: DetectorSettings, n: int, runs: int) -> dict[str, Any]:
         log.info("run %d/%d: raw %.0f/s, detector %.0f/s, ratio %.3f; mean batch %.0f; us/record %s", i + 1, runs,
                  raw, rps, rps / raw, mean_batch, {k: round(v, 2) for k, v in stages.items()})
         pairs.append((rps / raw, rps, raw, stages, mean_batch))
+        if processes > 1:
+            many, many_stages, _ = drain_processes(settings.model_copy(update={"group_id": harness.unique("bench")}),
+                                                   n, processes)
+            log.info("run %d/%d: %d detector processes %.0f/s, ratio %.3f; us/record (CPU, all processes) %s", i + 1,
+                     runs, processes, many, many / raw, {k: round(v, 2) for k, v in many_stages.items()})
+            multi.append((many / raw, many, many_stages))
     ordered = sorted(pairs, key=lambda p: p[0])
     ratio, rps, raw, _, mean_batch = ordered[len(ordered) // 2]
     stage_us = {k: round(float(np.median([p[3][k] for p in pairs])), 3) for k in pairs[0][3]}
-    return {"detector_rps": round(rps), "raw_consume_rps": round(raw), "ratio": round(ratio, 3),
-            "ratios": [round(p[0], 3) for p in pairs], "ratio_median": round(ratio, 3),
-            "stage_us_per_record": stage_us, "mean_batch_records": round(mean_batch), "empty_polls": empty_polls,
-            "warmup_raw_rps": round(warm),
-            "device": device}
+    out: dict[str, Any] = {
+        "detector_rps": round(rps), "raw_consume_rps": round(raw), "ratio": round(ratio, 3),
+        "ratios": [round(p[0], 3) for p in pairs], "ratio_median": round(ratio, 3),
+        "stage_us_per_record": stage_us, "mean_batch_records": round(mean_batch), "empty_polls": empty_polls,
+        "warmup_raw_rps": round(warm), "device": device}
+    if multi:
+        ratio_n, rps_n, _ = sorted(multi, key=lambda m: m[0])[len(multi) // 2]
+        out.update({"processes": processes, "detector_rps_processes": round(rps_n),
+                    "ratio_processes": round(ratio_n, 3), "ratios_processes": [round(m[0], 3) for m in multi],
+                    "stage_us_per_record_processes": {k: round(float(np.median([m[2][k] for m in multi])), 3)
+                                                      for k in multi[0][2]}})
+    return out
 
 
-def latency(bootstrap: str, model: Path, data: Path, rate: float, seconds: float) -> dict[str, float]:
+def latency(bootstrap: str, model: Path, data: Path, rate: float, seconds: float, processes: int = 1
+            ) -> dict[str, float]:
     topic, alerts = harness.unique("bench-lat-in"), harness.unique("bench-lat-alerts")
     harness.create_topics(bootstrap, (topic, 6), (alerts, 6, {"message.timestamp.type": "LogAppendTime"}))
     n = int(rate * seconds)
-    with harness.DetectorProcess(bootstrap, topic, alerts, model, "--auto-offset-reset", "latest"):
+    with harness.DetectorProcess(bootstrap, topic, alerts, model, "--auto-offset-reset", "latest",
+                                 processes=processes):
         prod = harness.start_replay(bootstrap, topic, data, n, rate, "--loop", "--shuffle", "--anomaly-fraction",
                                     "0.01", "-X", "linger.ms=5", stdout=-1)
         offered = harness.replay_summary(prod)["rate_per_s"]
@@ -192,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-labels", action="store_true",
                    help="pre-fill without label headers, as production traffic arrives (no live-evaluation tally)")
     p.add_argument("--runs", type=int, default=3, help="alternating raw/detector drain pairs (median reported)")
+    p.add_argument("--processes", type=int, default=cores(),
+                   help="also drain with this many detector processes in one group, as --processes runs them, and "
+                        "measure latency through them (default: this machine's cores; 1: one process only)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         stream=sys.stderr)
@@ -207,17 +280,18 @@ def main(argv: list[str] | None = None) -> int:
         settings = DetectorSettings(kafka=KafkaSettings(bootstrap_servers=bootstrap), input_topic=topic,
                                     alert_topic=harness.unique("bench-alerts"), model=args.model,
                                     group_id=harness.unique("bench"), metrics_port=0)
-        drains = alternate(settings, args.records, args.runs)
+        drains = alternate(settings, args.records, args.runs, args.processes)
         parse_us = parse_only(args.data)
         log.info("parse alone: %.3f us/record", parse_us)
-        lat = latency(bootstrap, args.model, args.data, args.rate, args.latency_seconds)
-        log.info("latency at %.0f/s offered: p50 %.1f ms, p99 %.1f ms", lat["offered_rps"], lat["p50_ms"],
-                 lat["p99_ms"])
+        lat = latency(bootstrap, args.model, args.data, args.rate, args.latency_seconds, args.processes)
+        log.info("latency at %.0f/s offered through %d detector process(es): p50 %.1f ms, p99 %.1f ms",
+                 lat["offered_rps"], args.processes, lat["p50_ms"], lat["p99_ms"])
     print(json.dumps({
         "benchmark": "detector", "records": args.records, "label_headers": not args.no_labels, **drains,
         "parse_alone_us_per_record": round(parse_us, 3),
         "p50_ms": round(lat["p50_ms"], 1),
-        "p99_ms": round(lat["p99_ms"], 1), "latency_offered_rps": lat["offered_rps"], "latency_alerts": lat["alerts"],
+        "p99_ms": round(lat["p99_ms"], 1), "latency_processes": args.processes,
+        "latency_offered_rps": lat["offered_rps"], "latency_alerts": lat["alerts"],
         "batch_size": settings.batch_size, "batch_timeout_ms": settings.batch_timeout_ms,
     }))
     return 0

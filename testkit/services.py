@@ -26,6 +26,7 @@ class ServiceProcess:
     def __init__(self, args: list[str], port: int, log_path: Path | None = None, env: dict[str, str] | None = None,
                  inherit_output: bool = False) -> None:
         self.port = port
+        self.ports = [port]  # every port that must answer /readyz (a detector's --processes serve one each)
         self.args = args
         self.log_path = log_path
         self.env = env or {}
@@ -49,9 +50,9 @@ class ServiceProcess:
             raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{tail}")
         return True
 
-    def get(self, path: str) -> tuple[int, str]:
+    def get(self, path: str, port: int | None = None) -> tuple[int, str]:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:  # noqa: S310
+            with urllib.request.urlopen(f"http://127.0.0.1:{port or self.port}{path}", timeout=5) as r:  # noqa: S310
                 return r.status, r.read().decode()
         except urllib.error.HTTPError as e:
             return e.code, e.read().decode()
@@ -59,7 +60,7 @@ class ServiceProcess:
             return 0, ""
 
     def ready(self) -> bool:
-        return self.get("/readyz")[0] == 200
+        return all(self.get("/readyz", port)[0] == 200 for port in self.ports)
 
     def metrics(self) -> dict[str, float]:
         return scrape(self.port)
@@ -111,13 +112,15 @@ class DetectorProcess(ServiceProcess):
 
     def __init__(self, bootstrap: str, input_topic: str, alert_topic: str, model: Path, *extra: str,
                  group: str | None = None, dlq_topic: str | None = None, log_path: Path | None = None,
-                 env: dict[str, str] | None = None, inherit_output: bool = False, port: int | None = None) -> None:
+                 env: dict[str, str] | None = None, inherit_output: bool = False, port: int | None = None,
+                 processes: int = 1) -> None:
         port = port or free_port()
         super().__init__([sys.executable, "-m", "detector", "--bootstrap-servers", bootstrap, "--input-topic",
                           input_topic, "--alert-topic", alert_topic, "--model", str(model), "--metrics-port",
                           str(port), "--metrics-host", "127.0.0.1", "--group-id", group or f"g-{input_topic}",
-                          *(["--dlq-topic", dlq_topic] if dlq_topic else []), *extra],
+                          "--processes", str(processes), *(["--dlq-topic", dlq_topic] if dlq_topic else []), *extra],
                          port, log_path, env, inherit_output)
+        self.ports = [port + i for i in range(processes)]  # worker i serves on PORT + i (detector.workers)
 
 
 class IncidentProcess(ServiceProcess):

@@ -1,0 +1,97 @@
+"""``--processes N``: N detector processes in one consumer group on one machine, under one supervisor.
+
+Why processes and not threads: a micro-batch spends most of its time holding the GIL (creating message
+objects, building alerts, Python around the Arrow and Keras calls), so threads would take turns on one core.
+Processes each hold a share of the input partitions, which the consumer group assigns, so the commit contract
+is the one a single detector keeps, per process: each worker is an ordinary detector (at-least-once or
+exactly-once with its own transactional id), and a rebalance when one stops is the group's usual one.
+Measured on 2 cores: one process drains at 0.14-0.15x a bare consumer, two at 0.22 (scripts/bench_detector.py).
+
+The supervisor itself imports no Kafka client and no model: it starts the workers (``python -m detector`` with
+the same settings and ``--processes 1``), gives worker ``i`` metrics port ``PORT + i`` (so each is scraped on its
+own) and, where ids are set, ``ID-i`` as its transactional and static-membership id, forwards SIGTERM/SIGINT to
+them, and exits with the first failing worker's exit code after stopping the others: a worker that crashed is
+restarted with the whole group by the orchestrator (Kubernetes, systemd), never silently left out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+from detector.settings import DetectorSettings
+
+log = logging.getLogger("detector.workers")
+
+def cores() -> int:
+    """CPU cores this process may run on (a container's CPU set, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def worker_count(settings: DetectorSettings) -> int:
+    return settings.processes if settings.processes > 0 else cores()
+
+
+def worker_argv(argv: Sequence[str], settings: DetectorSettings, index: int) -> list[str]:
+    """Worker ``index``'s command line: the supervisor's own flags, then what must differ per worker (argparse
+    keeps the last occurrence of a flag, so these win over anything given before)."""
+    own = ["--processes", "1"]
+    if settings.metrics_port:
+        own += ["--metrics-port", str(settings.metrics_port + index)]
+    if settings.transactional_id:
+        own += ["--transactional-id", f"{settings.transactional_id}-{index}"]
+    if settings.group_instance_id:
+        own += ["--group-instance-id", f"{settings.group_instance_id}-{index}"]
+    return [sys.executable, "-m", "detector", *argv, *own]
+
+
+def supervise(argv: Sequence[str], settings: DetectorSettings) -> int:
+    """Run the workers until a signal or a worker's exit; returns the exit code the service should give."""
+    n = worker_count(settings)
+    workers = [subprocess.Popen(worker_argv(argv, settings, i), preexec_fn=_die_with_parent)  # noqa: S603, PLW1509
+               for i in range(n)]  # our own module; the supervisor has no threads, so preexec_fn is safe
+    log.info("started %d detector processes in group %s: pids %s", n, settings.group_id, [w.pid for w in workers])
+    stopping = False
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        log.info("received %s: stopping %d detector processes", signal.Signals(signum).name, n)
+        for w in workers:
+            if w.poll() is None:
+                w.send_signal(signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    code = 0
+    while any(w.poll() is None for w in workers):
+        ended = [w for w in workers if w.returncode is not None]
+        if ended and not stopping:
+            first = ended[0]
+            code = first.returncode or 1  # a worker never ends by itself with 0: treat it as a failure
+            log.error("detector process %d exited with %d: stopping the others (exit %d; restart the group)",
+                      first.pid, first.returncode, code)
+            stop(signal.SIGTERM, None)
+        time.sleep(0.2)
+    if stopping and code == 0:
+        code = next((w.returncode for w in workers if w.returncode not in (0, -signal.SIGTERM)), 0)
+    return code
+
+
+def _die_with_parent() -> None:
+    """In the worker, before exec: SIGTERM when the supervisor dies (even by SIGKILL), so no worker outlives it
+    holding partitions under a supervisor that no longer exists (Linux; elsewhere a no-op)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
