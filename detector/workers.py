@@ -61,27 +61,33 @@ def supervise(argv: Sequence[str], settings: DetectorSettings) -> int:
     log.info("started %d detector processes in group %s: pids %s", n, settings.group_id, [w.pid for w in workers])
     stopping = False
 
-    def stop(signum: int, _frame: object) -> None:
+    def terminate() -> None:
         nonlocal stopping
         stopping = True
-        log.info("received %s: stopping %d detector processes", signal.Signals(signum).name, n)
         for w in workers:
             if w.poll() is None:
-                w.send_signal(signal.SIGTERM)
+                w.send_signal(signal.SIGTERM)  # each finishes its batch, commits and leaves the group
+
+    def stop(signum: int, _frame: object) -> None:
+        log.info("received %s: stopping %d detector processes", signal.Signals(signum).name, n)
+        terminate()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     code = 0
-    while any(w.poll() is None for w in workers):
-        ended = [w for w in workers if w.returncode is not None]
+    while True:
+        states = [w.poll() for w in workers]  # every worker polled, each time (any() would stop at a live one)
+        ended = [w for w, state in zip(workers, states, strict=True) if state is not None]
         if ended and not stopping:
             first = ended[0]
-            code = first.returncode or 1  # a worker never ends by itself with 0: treat it as a failure
+            code = first.returncode if first.returncode > 0 else 1  # killed by a signal, or ended by itself
             log.error("detector process %d exited with %d: stopping the others (exit %d; restart the group)",
                       first.pid, first.returncode, code)
-            stop(signal.SIGTERM, None)
+            terminate()
+        if len(ended) == len(workers):
+            break
         time.sleep(0.2)
-    if stopping and code == 0:
+    if code == 0:  # stopped by a signal: a worker that failed to stop cleanly still fails the service
         code = next((w.returncode for w in workers if w.returncode not in (0, -signal.SIGTERM)), 0)
     return code
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import signal
 import subprocess
@@ -26,7 +27,9 @@ from testkit import (
     drain,
     offline_alert_ids,
     produce_rows,
+    scrape,
     start_replay,
+    total,
     wait_until,
 )
 from tests.conftest import TopicFactory
@@ -261,3 +264,58 @@ def test_sigusr1_dumps_every_threads_stack_and_the_detector_goes_on(kafka_bootst
         assert det.alive() and det.ready()
         assert "detector/service.py" in log.read_text()  # the main thread's frames, in the loop
         assert det.stop() == 0
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def test_processes_share_the_partitions_exactly_once_through_worker_and_supervisor_kills(
+        kafka_bootstrap: str, make_topic: TopicFactory, small_bundle: Path, kdd_path: Path, tmp_path: Path) -> None:
+    """``--processes 2`` (issue 34): two detector processes split the partitions through the group. A worker
+    SIGKILLed mid-replay takes its supervisor down with exit 1 (the other worker stops cleanly); a supervisor
+    SIGKILLed takes its workers down (they stop, never linger holding partitions); a third start finishes.
+    Exactly-once: the alerts equal offline scoring with no duplicate."""
+    rows = 60_000
+    topic, alerts = make_topic("procs", partitions=4), make_topic("procs-alerts", 4)
+    group = f"g-{topic}"
+    expected, _ = offline_alert_ids(small_bundle, read_records(kdd_path, limit=rows, keep_raw=True))
+    extra = ("--exactly-once", "--transactional-id", f"tx-{topic}", "--group-instance-id", f"det-{topic}")
+    log = tmp_path / "d.log"
+    replay = start_replay(kafka_bootstrap, topic, kdd_path, rows, 3000, log_path=tmp_path / "p.log")
+
+    def scored(port: int) -> float:
+        return total(scrape(port), "detector_records_scored_total")
+
+    first = DetectorProcess(kafka_bootstrap, topic, alerts, small_bundle, *extra, group=group, log_path=log,
+                            processes=2)
+    with first:
+        assert [total(scrape(p), "detector_assigned_partitions") for p in first.ports] == [2, 2]
+        wait_until(lambda: all(scored(p) > 0 for p in first.ports), 120, "both processes scoring")
+        workers = _children(first.pid)
+        assert len(workers) == 2
+        os.kill(workers[1], signal.SIGKILL)
+        assert first.proc is not None and first.proc.wait(timeout=120) == 1  # the group restarts as one
+    second = DetectorProcess(kafka_bootstrap, topic, alerts, small_bundle, *extra, group=group, log_path=log,
+                             processes=2)
+    with second:
+        workers = _children(second.pid)
+        assert second.stop(signal.SIGKILL) == -signal.SIGKILL
+        wait_until(lambda: not any(Path(f"/proc/{w}").exists() and _state(w) != "Z" for w in workers), 120,
+                   "the workers of a killed supervisor stop")
+    assert replay.poll() is None, "the replay should still be running: kills are meant to land during it"
+    assert replay.wait(timeout=300) == 0, (tmp_path / "p.log").read_text()[-3000:]
+    last = DetectorProcess(kafka_bootstrap, topic, alerts, small_bundle, *extra, group=group, log_path=log,
+                           processes=2)
+    with last:
+        wait_until(lambda: committed_all(kafka_bootstrap, group, topic), 300, "all offsets committed", 1.0)
+        assert last.stop() == 0
+    assert assert_alerted(kafka_bootstrap, alerts, expected, no_duplicates=True) == 0
+
+
+def _state(pid: int) -> str:
+    """A process's state letter (Z: exited, waiting for its parent to read the status)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "X"
