@@ -12,6 +12,7 @@ acceptable. The file reader and the detector's vectorised parser both call it, s
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -82,16 +83,16 @@ class RecordSchema:
         if not any(f.kind == NUMERIC for f in self.features):
             raise SchemaError(f"schema {self.name}: needs at least one numeric feature")
 
-    # ------------------------------------------------------------------------------------ geometry
-    @property
+    # ---------------------------------------------------- geometry (cached: read per batch and per alert)
+    @functools.cached_property
     def names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.features)
 
-    @property
+    @functools.cached_property
     def numeric(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.features if f.kind == NUMERIC)
 
-    @property
+    @functools.cached_property
     def categorical(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.features if f.kind == CATEGORICAL)
 

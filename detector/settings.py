@@ -39,8 +39,10 @@ class DetectorSettings(Settings):
                               description="records in the sliding window that drift statistics compare")
     drift_sample_every: int = Field(1, ge=1, le=1000, description="feed every N-th scored record to drift")
     group_id: str = Field("kdd-detector", min_length=1, description="consumer group")
-    batch_size: int = Field(2000, ge=1, le=100_000, description="max records per batch")
-    batch_timeout_ms: int = Field(20, ge=1, le=60_000, description="max wait to fill a batch")
+    batch_size: int = Field(5000, ge=1, le=100_000, description="max records per batch (larger batches spread each "
+                            "batch's fixed costs: 2,000 drained 20-30% slower; the wait below bounds latency)")
+    batch_timeout_ms: int = Field(10, ge=1, le=60_000, description="max wait to fill a batch (at low rates every "
+                                  "batch waits this long: it is most of produce-to-alert latency)")
     metrics_port: int = Field(9108, ge=0, le=65_535,
                               description="port for /metrics, /healthz, /readyz (0 = any free port)")
     metrics_host: str = Field("0.0.0.0", description="address to serve metrics on")  # noqa: S104 - scraped from outside
