@@ -5,7 +5,7 @@ objects, building alerts, Python around the Arrow and Keras calls), so threads w
 Processes each hold a share of the input partitions, which the consumer group assigns, so the commit contract
 is the one a single detector keeps, per process: each worker is an ordinary detector (at-least-once or
 exactly-once with its own transactional id), and a rebalance when one stops is the group's usual one.
-Measured on 2 cores: one process drains at 0.14-0.15x a bare consumer, two at 0.22 (scripts/bench_detector.py).
+Measured on 2 cores: one process drains at 0.19x a bare consumer, two at 0.28 (scripts/bench_detector.py).
 
 The supervisor itself imports no Kafka client and no model: it starts the workers (``python -m detector`` with
 the same settings and ``--processes 1``), gives worker ``i`` metrics port ``PORT + i`` (so each is scraped on its

@@ -17,10 +17,14 @@
    has every run's ``ratios``, their ``ratio_median`` (``ratio``, ``detector_rps`` and ``raw_consume_rps``
    are the median run's) and ``stage_us_per_record``: the detector's own stage timings (its
    ``detector_stage_duration_seconds`` histogram) per record, the median over runs.
+   With ``--processes N`` (default: this machine's cores) each run also drains with N detector processes in one
+   group, as ``python -m detector --processes N`` runs them: ``detector_rps_processes``, ``ratio_processes``
+   (against the same run's bare consumer) and their stage timings (CPU over all processes).
 4. ``parse_alone_us_per_record``: the parse stage by itself on the file's first 200,000 lines (no Kafka, no
    other threads on the cores), next to the drain's ``stage_us_per_record.parse``.
 5. Latency: the producer CLI offers R (default 10,000) records/s for S seconds while a detector process
-   runs (``--shuffle``: the producer reads the file once, up front, so no parsing competes with pacing);
+   (with ``--processes N``) runs (``--shuffle``: the producer reads the file once, up front, so no parsing
+   competes with pacing);
    the alert topic uses broker append time, so each alert's latency is its append time minus the input
    record's timestamp: produce-to-alert, measured outside the detector.
 
