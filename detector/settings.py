@@ -82,7 +82,7 @@ class DetectorSettings(Settings):
                                "after its Kafka record's timestamp is a dead letter (future_ts): it would drag "
                                "the featurizer's stream time ahead")
     processes: int = Field(1, ge=0, le=256, description="detector processes on this machine, one consumer group "
-                           "member each, sharing the input's partitions (0 = one per CPU core); worker i serves "
+                           "member each, sharing the input's partitions (0 = one per core it may use); worker i serves "
                            "metrics on PORT+i")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="log level")
 

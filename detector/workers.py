@@ -17,23 +17,33 @@ restarted with the whole group by the orchestrator (Kubernetes, systemd), never 
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from detector.settings import DetectorSettings
 
 log = logging.getLogger("detector.workers")
 
-def cores() -> int:
-    """CPU cores this process may run on (a container's CPU set, not the host's count)."""
+def cores(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """CPU cores this process may use: its CPU set, capped by a cgroup v2 CPU quota (a Kubernetes CPU limit is a
+    quota, not a CPU set: a pod limited to 2 CPUs on a 64-core node sees 64 in its affinity)."""
     try:
-        return len(os.sched_getaffinity(0))
+        n = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        n = os.cpu_count() or 1
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            n = min(n, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 quota here
+    return n
 
 
 def worker_count(settings: DetectorSettings) -> int:

@@ -40,3 +40,11 @@ def test_defaults_stay_unset_and_any_port_stays_any_port(tmp_path: Path) -> None
 def test_zero_processes_means_one_per_core(tmp_path: Path) -> None:
     _, s = _settings(tmp_path, "--processes", "0")
     assert worker_count(s) == cores() >= 1
+
+
+def test_one_per_core_respects_a_container_cpu_quota(tmp_path: Path) -> None:
+    quota = tmp_path / "cpu.max"
+    quota.write_text("150000 100000\n")  # a CPU limit of 1.5: two processes, not one per node core
+    assert cores(quota) == min(2, cores(tmp_path / "absent"))
+    quota.write_text("max 100000\n")
+    assert cores(quota) == cores(tmp_path / "absent") >= 1
