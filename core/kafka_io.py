@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -190,16 +190,19 @@ def read_range(consumer: Consumer, topic: str, ranges: dict[int, tuple[int, int]
     return out
 
 
-def read_to_end(conf: dict[str, Any], topic: str, timeout_s: float = 300) -> list[Message]:
-    """Every committed record of ``topic`` from its low watermark to its end now (read_committed: an aborted
-    transaction's records never appear); what retention deleted is simply not there."""
+def read_to_end(conf: dict[str, Any], topic: str, timeout_s: float = 300,
+                partitions: Iterable[int] | None = None) -> list[Message]:
+    """Every committed record of ``topic`` (of ``partitions`` only, when given) from its low watermark to its end
+    now (read_committed: an aborted transaction's records never appear; an open one is waited for until it ends);
+    what retention deleted is simply not there."""
     consumer = Consumer({**MEMORY_BOUNDS, **conf, "group.id": f"read-{topic}", "enable.auto.commit": False,
                         "isolation.level": "read_committed"})
     try:
         md = consumer.list_topics(topic, timeout=30).topics[topic]
         if md.error is not None and is_authorization_error(md.error):
             raise access_denied(conf, md.error, "consumer", topic)
-        ranges = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30) for p in md.partitions}
+        wanted = md.partitions if partitions is None else set(partitions) & set(md.partitions)
+        ranges = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30) for p in wanted}
         return read_range(consumer, topic, ranges, timeout_s, conf)
     finally:
         consumer.close()

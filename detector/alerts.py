@@ -16,6 +16,7 @@ import numpy as np
 
 from core import events, wire
 from core import headers as h
+from core.routing import alert_route
 from core.timebounds import MAX_MS, MIN_MS
 from core.wire import ParsedBatch
 from detector.held_record import HeldRecord
@@ -38,13 +39,17 @@ class AlertBuilder:
                  ranker: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
         self.topic = topic
         self.ranker = ranker  # score -> share of normal calibration rows below it
-        # the share of calibration rows above the threshold: incidents condition each alert's rarity on it
-        self.threshold_fpr = (round(1.0 - float(ranker(np.array([threshold]))[0]), 6) if ranker is not None
-                              else None)
         self.kind = kind  # "shadow_alert" for a candidate's: counted apart from the live alerts
-        self.threshold = threshold
+        self.set_threshold(threshold)
         self.model_version = model_version
         self.scorer = scorer
+
+    def set_threshold(self, threshold: float) -> None:
+        """The line alerts are measured against (a recalibrated one moves it: ``detector.recalibration``)."""
+        self.threshold = threshold
+        # the share of calibration rows above the threshold: incidents condition each alert's rarity on it
+        self.threshold_fpr = (round(1.0 - float(self.ranker(np.array([threshold]))[0]), 6)
+                              if self.ranker is not None else None)
 
     def build(self, records: list[Any], parsed: ParsedBatch, scored: ScoredBatch, flagged: np.ndarray
               ) -> list[OutMessage]:
@@ -100,5 +105,8 @@ class AlertBuilder:
             out_headers.append((h.RECORD_ID, record_id.encode()))
         if label is not None:
             out_headers.append((h.LABEL, label.encode()))
-        return OutMessage(self.topic, key, json.dumps(doc, separators=(",", ":")).encode(), out_headers, self.kind,
-                          event_ts_ms=event_ms, source=(msg.topic(), msg.partition(), msg.offset()))
+        # keyed by its kind's route, not the record's id (in a header and the document): an incident, its
+        # verdicts and its kind's baseline then share one partition of the alert topic (core.routing)
+        route = alert_route(doc["categories"].values(), top_features[0]["feature"] if top_features else None)
+        return OutMessage(self.topic, route.encode(), json.dumps(doc, separators=(",", ":")).encode(), out_headers,
+                          self.kind, event_ts_ms=event_ms, source=(msg.topic(), msg.partition(), msg.offset()))

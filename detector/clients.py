@@ -10,6 +10,7 @@ from typing import Any
 from confluent_kafka import KafkaError
 
 from core.kafka import CONSUMER_DEFAULTS, MEMORY_BOUNDS, KafkaConnectError, explain_auth_error, is_auth_error
+from core.routing import ROUTED_PRODUCER
 from detector.settings import DetectorSettings
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ def client_configs(settings: DetectorSettings, stats_cb: Callable[[str], None] |
         consumer["stats_cb"] = stats_cb
     producer = {
         **base,
+        **ROUTED_PRODUCER,  # alerts are keyed by their kind's route: the incident service's partitions
         "enable.idempotence": True,
         "acks": "all",
         "linger.ms": 2,

@@ -108,6 +108,8 @@ class DetectorMetrics:
 
     def _lifecycle(self, r: CollectorRegistry) -> None:
         """Model swaps, shadow scoring and drift."""
+        self.threshold_revisions = Counter("detector_threshold_revisions_total", "Times --recalibrate moved the "
+                                           "threshold (detector_model_threshold is the one in force)", registry=r)
         self.model_swaps = Counter("detector_model_swaps_total", "Times a new model was swapped in without a restart",
                                    registry=r)
         self.model_load_failures = Counter("detector_model_load_failures_total",

@@ -44,6 +44,7 @@ from detector.input_source import InputBatch, InputSource
 from detector.live_model import LiveModel, load_live
 from detector.metrics import DetectorMetrics
 from detector.model_watch import ModelWatcher
+from detector.recalibration import Thresholds
 from detector.settings import DetectorSettings
 from detector.shadow import Shadow
 from model import backend, store
@@ -66,6 +67,7 @@ class Detector:
         self.shadow = (Shadow(self._load(settings.shadow_model), self.metrics, topic=settings.shadow_topic)
                        if settings.shadow_model is not None else None)
         self.drift = self._drift_monitor(self.live)
+        self.thresholds = Thresholds(settings, self.metrics, self.live)
         self.watcher: ModelWatcher | None = None
         if settings.model_poll_s > 0 and store.is_store(settings.model):
             self.watcher = ModelWatcher(settings.model, self.live.path, self._load, settings.model_poll_s,
@@ -258,6 +260,7 @@ class Detector:
         self.metrics.describe_model(new.bundle.manifest, new.threshold)
         self.metrics.model_swaps.inc()
         self.drift = self._drift_monitor(new)  # drift is measured against the model in force
+        self.thresholds.follow(new)
         log.info("model %s (threshold %.6g) in force, replacing %s; no restart", new.version, new.threshold,
                  old.version)
 
@@ -274,13 +277,14 @@ class Detector:
         t_parse = time.perf_counter()
         scored = live.scoring.score(parsed)
         t_score = time.perf_counter()
-        flagged = flagged_rows(scored.scores, live.threshold)
+        flagged = flagged_rows(scored.scores, self.thresholds.current(live))
         mask = np.zeros(len(scored.scores), dtype=bool)
         mask[flagged] = True
         tally = self.labels.tally(records, parsed.index, mask)
         if self.drift is not None:
             self.drift.observe(parsed.numeric, scored.category_ids)
         outputs = live.alerts.build(records, parsed, scored, flagged)
+        self.thresholds.observe(live, scored.scores)
         outputs += dead_letters(batch.records, parsed.rejections, self.settings.dead_letter_topic)
         shadow = self.shadow.score(records, parsed, scored, live.threshold) if self.shadow else None
         if shadow is not None:

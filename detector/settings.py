@@ -38,6 +38,14 @@ class DetectorSettings(Settings):
     drift_window: int = Field(50_000, ge=1000, le=10_000_000,
                               description="records in the sliding window that drift statistics compare")
     drift_sample_every: int = Field(1, ge=1, le=1000, description="feed every N-th scored record to drift")
+    recalibrate: bool = Field(False, description="revise the threshold from the median of recent non-alerting scores "
+                              "against the calibration rows' (a shift of the score distribution), within the band: "
+                              "keeps the false-positive rate near its target on traffic from another period")
+    recalibrate_window: int = Field(50_000, ge=1000, le=10_000_000, description="non-alerting records whose "
+                                    "median is tracked; the threshold is revised once per quarter of it, at most "
+                                    "5% at a time")
+    recalibrate_band: float = Field(2.0, ge=1.0, le=100.0, description="a revised threshold stays within the "
+                                    "model's divided or multiplied by this: what no flood can move it beyond")
     group_id: str = Field("kdd-detector", min_length=1, description="consumer group")
     batch_size: int = Field(5000, ge=1, le=100_000, description="max records per batch (larger batches spread each "
                             "batch's fixed costs: 2,000 drained 20-30% slower; the wait below bounds latency)")

@@ -13,10 +13,11 @@ import math
 from typing import Any
 
 from core import jsondoc
+from core.routing import KIND_PART_CHARS
 from core.timebounds import TimeRangeError, check_ms, iso, parse_iso_ms
 
 MAX_TEXT = 256  # characters kept of a label, record id or topic name
-MAX_NAME = 64  # characters kept of a category or feature name or value
+MAX_NAME = KIND_PART_CHARS  # characters kept of a category or feature name or value (a kind's route)
 MAX_CATEGORIES = 16
 MAX_FEATURES = 5
 

@@ -24,7 +24,9 @@ import math
 from collections import Counter
 from typing import Any
 
+from core.routing import incident_id_prefix
 from incidents.alert_input import AlertIn, alert_from_doc
+from incidents.baselines import Baselines, poisson_upper, teaches
 from incidents.priority import priority, rarity, rate_per_min
 from incidents.triage import HOUR_MS, PAGE, REVIEW, Budget
 from incidents.verdicts import WINDOW_MS, Rule, VerdictDoc, allowance_for, offer
@@ -101,8 +103,10 @@ class Incident:
     sources: Counter[str] = dataclasses.field(default_factory=Counter)  # originator hosts (Zeek alerts)
     destinations: Counter[str] = dataclasses.field(default_factory=Counter)  # responder hosts
     dest_sketch: list[int] = dataclasses.field(default_factory=list)  # distinct responders (distinct_sketch)
+    baseline_per_min: float = 0.0  # its kind's learned rate at its latest alert (incidents.baselines)
 
-    def add(self, alert: AlertIn, event_ms: int, gap_ms: int, exceeds: str | None) -> None:
+    def add(self, alert: AlertIn, event_ms: int, gap_ms: int, exceeds: str | None,
+            baseline_per_min: float = 0.0) -> None:
         self.alerts += 1
         self.severity_sum += alert.severity
         self.max_severity = max(self.max_severity, alert.severity)
@@ -114,7 +118,8 @@ class Incident:
             self.minute_start, self.minute_count = minute, 0
         self.minute_count += 1  # a late alert counts in the current minute
         self.peak_per_min = max(self.peak_per_min, self.minute_count)
-        self.priority = priority(self.rarity, self.alerts, self.peak_per_min, gap_ms)
+        self.baseline_per_min = baseline_per_min
+        self.priority = priority(self.rarity, self.alerts, self.peak_per_min, gap_ms, baseline_per_min)
         for f in alert.features[:3]:
             if f in self.features or len(self.features) < MAX_LABELS:
                 self.features[f] += 1
@@ -151,6 +156,7 @@ class Incident:
             "first_seen_ms": self.first_seen_ms, "last_seen_ms": self.last_seen_ms, "alerts": self.alerts,
             "rate_per_min": round(self.rate_per_min, 3), "peak_per_min": self.peak_per_min,
             "minute": [self.minute_start, self.minute_count], "rarity": self.rarity,
+            "baseline_per_min": round(self.baseline_per_min, 6),
             "max_severity": self.max_severity, "mean_severity": self.severity_sum / max(1, self.alerts),
             "severity_sum": self.severity_sum, "exceeds_verdict": self.exceeds_verdict,
             "over_verdict_alerts": self.over_verdict_alerts, "resolution": self.resolution,
@@ -175,6 +181,10 @@ class Incident:
                   raw["exceeds_verdict"], int(raw["over_verdict_alerts"]), raw["resolution"],
                   Counter({str(k): int(v) for k, v in raw["features"].items()}),
                   Counter({str(k): int(v) for k, v in raw["labels"].items()}), list(raw["sample"])[:SAMPLE_SIZE])
+        baseline = float(raw.get("baseline_per_min") or 0.0)  # absent from records before issue 33
+        if not math.isfinite(baseline) or baseline < 0:
+            raise ValueError("baseline_per_min must be finite and non-negative")
+        inc.baseline_per_min = baseline
         version = raw.get("model_version")  # absent from records written before it was kept
         inc.model_version = None if version is None else str(version)[:64]
         inc.sources = Counter({str(k): int(v) for k, v in (raw.get("sources") or {}).items()})
@@ -213,18 +223,22 @@ class Limits:
     max_open: int = 10_000  # open incidents; past it the least recently updated one closes early
     max_incidents: int = 20_000  # incidents kept in memory; past it the oldest closed ones are forgotten
     group_by: str = "signature"  # or "source": the originating host and the kind (alerts with a connection)
+    baseline_half_life_ms: int = 3_600_000  # incidents.baselines: how fast a kind's learned rate forgets
+    baseline_max_per_min: float = 60.0  # the cap on a learned rate (0: no learning, one alert per gap)
 
 
 class IncidentBook:
     def __init__(self, gap_ms: int, budget: Budget | None = None, limits: Limits | None = None,
-                 retention_ms: int = 7 * 86_400_000) -> None:
+                 retention_ms: int = 7 * 86_400_000, partition: int = 0) -> None:
         self.gap_ms = gap_ms
+        self.partition = partition  # of the alert topic: the book holds that partition's kinds
         self.budget = budget or Budget(per_hour=20, floor=2.0)
         self.limits = limits or Limits()
         self.retention_ms = retention_ms
         self.incidents: dict[str, Incident] = {}  # by id, closed ones until the retention (feedback may name them)
         self.open: dict[tuple[str, ...], Incident] = {}  # the open incident of each signature
         self.rules: dict[str, Rule] = {}  # by verdict id (the incident it was given on)
+        self.baselines = Baselines(self.limits.baseline_half_life_ms, self.limits.baseline_max_per_min)
         self.stream_ms = 0
 
     # ------------------------------------------------------------------ restore
@@ -290,7 +304,10 @@ class IncidentBook:
             current = Incident(self._new_id(sig, event_ms), sig, kind(alert), event_ms, event_ms)
             self.open[sig] = current
             self.incidents[current.incident_id] = current
-        current.add(alert, event_ms, self.gap_ms, exceeds)
+        k = kind(alert)
+        if exceeds is None and teaches(alert.normal_rank, alert.threshold_fpr):
+            self.baselines.learn(k, self.stream_ms)
+        current.add(alert, event_ms, self.gap_ms, exceeds, self.baselines.per_min(k))
         filing.filed += 1
         filing.over_verdict += exceeds is not None
         if self.budget.due(self.stream_ms):
@@ -303,12 +320,13 @@ class IncidentBook:
         filing.changed.append(current)
 
     def _new_id(self, sig: tuple[str, ...], event_ms: int) -> str:
-        """An id no incident in the book has: the signature's digest and the first alert's time, with a counter
-        when that is taken. A back-dated alert, or one reusing an incident's first timestamp, used to recreate
-        an existing id and overwrite that incident on the compacted topic (issue 31 item 9). The counter is a
-        function of the book alone, so a restarted service picks the same ids."""
+        """An id no incident in the book has: the book's partition (``core.routing``: where a verdict on it must
+        go), the signature's digest and the first alert's time, with a counter when that is taken. A back-dated
+        alert, or one reusing an incident's first timestamp, used to recreate an existing id and overwrite that
+        incident on the compacted topic (issue 31 item 9). The counter is a function of the book alone, so a
+        restarted service picks the same ids; the partition keeps books' ids apart."""
         digest = hashlib.sha1("|".join(sig).encode("utf-8", "replace")).hexdigest()[:10]
-        base = f"inc-{digest}-{event_ms}"
+        base = f"{incident_id_prefix(self.partition)}{digest}-{event_ms}"
         candidate, n = base, 1
         while candidate in self.incidents or candidate in self.rules:
             n += 1
@@ -332,6 +350,20 @@ class IncidentBook:
         alerts that arrive afterwards into incidents that are already past (issue 31 item 10)."""
         horizon = now_ms - self.gap_ms - lateness_ms
         return [self._close(inc) for inc in list(self.open.values()) if inc.last_seen_ms < horizon]
+
+    def settle_idle(self, now_ms: int, lateness_ms: int) -> tuple[list[tuple[dict[str, Any], str]], set[str]]:
+        """An idle input: windows that ended more than the allowed lateness ago by the wall clock are over (no
+        alert can still arrive in them on time), so what they held is suppressed for good, as a later alert would
+        have settled it. Without this, alerts held in the last window before a quiet spell waited for the next
+        alert of any kind. Returns (suppressed alerts with their rule, rules changed)."""
+        horizon = now_ms - lateness_ms
+        suppressed: list[tuple[dict[str, Any], str]] = []
+        changed: set[str] = set()
+        for rule_id, rule in self.rules.items():
+            if rule.held and horizon >= rule.window_start + WINDOW_MS:
+                suppressed += [(e["alert"], rule_id) for e in rule.roll(horizon)]
+                changed.add(rule_id)
+        return suppressed, changed
 
     def settle_rules(self) -> tuple[list[tuple[dict[str, Any], str]], set[str], set[str]]:
         """Suppress for good what rules held in windows stream time has passed; drop expired rules.
@@ -390,7 +422,7 @@ class IncidentBook:
             return "too_many_rules", None
         rule = Rule(verdict.incident_id, incident.kind, incident.max_severity, until,
                     allowance_for(incident.alerts, incident.last_seen_ms - incident.first_seen_ms,
-                                  self.limits.rate_margin),
+                                  self.limits.rate_margin, poisson_upper(self.baselines.per_min(incident.kind))),
                     verdict.decided_ms, verdict.analyst, verdict.note)
         self.rules[verdict.incident_id] = rule
         incident.resolution = {"verdict": verdict.verdict, "analyst": verdict.analyst, "note": verdict.note,

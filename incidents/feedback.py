@@ -1,7 +1,8 @@
 """Analysts' verdicts: ``python -m incidents feedback --incident ID`` marks an incident benign;
 ``python -m incidents verdicts`` lists every verdict with who, when, why and what became of it.
 
-A verdict goes to the feedback topic (keyed by incident id). The incident service turns it into a rule that
+A verdict goes to the feedback topic (keyed by incident id, on the partition the id names, ``core.routing``:
+the one whose book holds the incident). The incident service turns it into a rule that
 suppresses later alerts of the incident's kind, no more severe than it ever was and no faster than it ran
 (times a margin), until the verdict expires: muted alerts go to the suppressed topic and are counted, never
 dropped, and a flood of the kind is filed regardless (``incidents.verdicts``). Whoever may write the feedback
@@ -23,6 +24,7 @@ from core import jsondoc, timebounds
 from core.acl import Grant, require, topic
 from core.kafka import KafkaSettings, check_connection
 from core.kafka_io import read_to_end
+from core.routing import incident_partition
 from core.settings import Settings
 from incidents import state
 from incidents.verdicts import BENIGN, REVOKE
@@ -95,8 +97,11 @@ def send(s: FeedbackSettings, producer: Producer | None = None) -> dict[str, obj
                "until_ms": now_ms + int(s.for_s * 1000), "decided_ms": now_ms, "analyst": s.analyst, "note": s.note}
     producer = producer or verdict_producer(s)
     errors: list[str] = []
+    # to the partition its id names: the one whose book holds the incident (core.routing)
+    partition = incident_partition(s.incident)
     producer.produce(s.feedback_topic, key=s.incident.encode(), value=json.dumps(verdict).encode(),
-                     on_delivery=lambda err, _m: errors.append(str(err)) if err else None)
+                     on_delivery=lambda err, _m: errors.append(str(err)) if err else None,
+                     **({} if partition is None else {"partition": partition}))
     if producer.flush(30) or errors:
         raise RuntimeError(f"the verdict was not delivered to {s.feedback_topic}: {errors or 'timed out'}")
     return verdict

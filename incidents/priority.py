@@ -10,8 +10,10 @@ An alert just over the line says little (q near 1); one rarer than anything in c
 How fast the alerts come is the second piece of evidence: the busiest minute's count (event time). The
 service's gap (``--gap-s``) is its statement of how sparse unrelated alerts of one signature are: further
 apart than that, they are two incidents. Under the null, a signature's alerts arrive at most once per gap,
-so a minute holds ``N ~ Poisson(60 s / gap)`` of them, and ``P(N >= peak | N >= 1)`` (conditioned, like the
-alerts, on there being one at all) is the rate's p-value. A flood (hundreds in a minute) is astronomically
+or at its kind's own learned rate where that is higher (``incidents.baselines``: a service that always raises
+30 false alerts a minute is normal at 30), so a minute holds ``N ~ Poisson(max(60 s / gap, baseline))`` of
+them, and ``P(N >= peak | N >= 1)`` (conditioned, like the alerts, on there being one at all) is the rate's
+p-value. A flood (hundreds in a minute) is astronomically
 unlikely under that; a steady trickle, however long, is not: its busiest minute holds one or two.
 
 The two p-values, rarity (Fisher's method over the k alerts: chi-square with 2k degrees of freedom) and rate,
@@ -93,19 +95,19 @@ def log_poisson_tail(k: int, mu: float) -> float:
     return min(0.0, log_pmf + math.log(total))
 
 
-def rate_log_p(peak_per_min: int, gap_ms: int) -> float:
-    """Natural log of the rate's p-value: a minute with ``peak_per_min`` alerts, given it has one, under one
-    alert per gap."""
-    mu = 60_000.0 / gap_ms
+def rate_log_p(peak_per_min: int, gap_ms: int, baseline_per_min: float = 0.0) -> float:
+    """Natural log of the rate's p-value: a minute with ``peak_per_min`` alerts, given it has one, under the
+    kind's learned rate (``incidents.baselines``) or one alert per gap, whichever is higher."""
+    mu = max(60_000.0 / gap_ms, baseline_per_min)
     return min(0.0, log_poisson_tail(peak_per_min, mu) - log_poisson_tail(1, mu))
 
 
-def priority(rarity_sum: float, alerts: int, peak_per_min: int, gap_ms: int) -> float:
+def priority(rarity_sum: float, alerts: int, peak_per_min: int, gap_ms: int, baseline_per_min: float = 0.0) -> float:
     """``-log10`` of Fisher's combination of the rarity p-value (over the alerts) and the rate p-value (>= 0)."""
     if alerts <= 0:
         return 0.0
     log_p_rarity = log_chi2_sf_even(rarity_sum, 2 * alerts)
-    x = -2.0 * (log_p_rarity + rate_log_p(max(1, peak_per_min), gap_ms))
+    x = -2.0 * (log_p_rarity + rate_log_p(max(1, peak_per_min), gap_ms, baseline_per_min))
     return max(0.0, -log_chi2_sf_even(x, 4) / _LN10)
 
 

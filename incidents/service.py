@@ -9,8 +9,12 @@ neither loses nor counts an alert or a verdict twice. Every record it reads is v
 (``alert_input``, ``verdicts``): a bad alert is a dead letter with a reason, a bad verdict is counted and
 logged, a bad state record is skipped and counted; none stops the service.
 
-One instance serves the whole alert topic (incidents group alerts from every partition); a second instance
-with the same transactional id fences the first. After aggregation the volume is small.
+The service runs as a consumer group on the alert topic's partitions (issue 32, ``incidents.partitions``):
+alerts are keyed by kind (``core.routing``), each owned partition has a book of its own, restored from the same
+partition of the incident and state topics when the group assigns it, and every record of a book is written
+to that partition. The incident, state and feedback topics are created with the alert topic's partition count
+(and refused when they differ). Each instance needs a transactional id of its own (a pod's name); the group
+generation fences a zombie's offsets (KIP-447), its transactional id fences its writes.
 """
 
 from __future__ import annotations
@@ -25,22 +29,24 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from core import events, headers, jsondoc, poison, timebounds
 from core.acl import require
 from core.health import HealthServer
-from core.kafka import MEMORY_BOUNDS, access_denied, check_connection, ensure_topic, is_authorization_error
-from core.kafka_io import FatalError, merge_offsets, next_offsets, produce, read_to_end, records, transaction
+from core.kafka import MEMORY_BOUNDS, access_denied, check_connection, is_authorization_error
+from core.kafka_io import FatalError, merge_offsets, next_offsets, produce, records, transaction
 from core.poison import PoisonScreen
-from incidents import ocsf, state
+from incidents import ocsf, state, topics
 from incidents.alert_input import AlertError, clamp_future, parse_alert
-from incidents.book import Incident, IncidentBook, Limits
+from incidents.book import Incident, IncidentBook
 from incidents.metrics import IncidentMetrics
+from incidents.partitions import OwnedBooks
 from incidents.settings import IncidentSettings
-from incidents.triage import Budget
 from incidents.verdicts import BENIGN, REVOKE, Rule, VerdictDoc
 
 log = logging.getLogger(__name__)
 
 MAX_DEAD_LETTER_BYTES = 512 * 1024
 
-Output = tuple[str, str | None, bytes | None] | tuple[str, str | None, bytes | None, list[tuple[str, bytes]]]
+# (topic, key, value[, headers[, partition]]): a partition for the records of a book (its alert partition's)
+Output = (tuple[str, str | None, bytes | None] | tuple[str, str | None, bytes | None, list[tuple[str, bytes]]]
+          | tuple[str, str | None, bytes | None, list[tuple[str, bytes]] | None, int])
 
 
 def _raise_if_denied(conf: dict[str, Any], err: KafkaError, topic: str | None) -> None:
@@ -50,13 +56,21 @@ def _raise_if_denied(conf: dict[str, Any], err: KafkaError, topic: str | None) -
         raise access_denied(conf, err, "producer", topic) from None
 
 
-def _set_gauges(m: IncidentMetrics, book: IncidentBook) -> None:
-    """The book's size and the page line, as gauges (after each transaction)."""
-    m.open.set(len(book.open))
-    m.rules.set(len(book.rules))
-    m.held.set(sum(len(r.held) for r in book.rules.values()))
-    m.page_line.set(book.budget.line)
-    m.pages_last_hour.set(book.budget.pages_in_hour(book.stream_ms))
+def _set_gauges(m: IncidentMetrics, books: OwnedBooks) -> None:
+    """The owned books' sizes, their highest page line and their pages, as gauges (after each transaction)."""
+    m.open.set(books.total(lambda b: len(b.open)))
+    m.rules.set(books.total(lambda b: len(b.rules)))
+    m.held.set(books.total(lambda b: sum(len(r.held) for r in b.rules.values())))
+    m.page_line.set(max((b.budget.line for _, b in books.items()), default=0.0))
+    m.pages_last_hour.set(books.total(lambda b: b.budget.pages_in_hour(b.stream_ms)))
+
+
+def _by_partition(msgs: list[Message]) -> dict[int, list[Message]]:
+    """A batch split by partition number, each in the order read (alert and feedback partition p together)."""
+    out: dict[int, list[Message]] = {}
+    for msg in msgs:
+        out.setdefault(msg.partition(), []).append(msg)
+    return out
 
 
 def _finding(topic: str | None, finding: dict[str, Any]) -> list[Output]:
@@ -83,12 +97,7 @@ def _skipped(topic: str, s: poison.Skipped) -> Output:
 class IncidentService:
     def __init__(self, settings: IncidentSettings) -> None:
         self.settings = s = settings
-        self.book = IncidentBook(
-            int(s.gap_s * 1000), Budget(per_hour=s.page_budget, floor=s.min_priority),
-            Limits(max_verdict_ms=int(s.max_verdict_s * 1000), max_rules=s.max_verdicts,
-                   rate_margin=s.verdict_rate_margin, max_open=s.max_open_incidents, max_incidents=s.max_incidents,
-                   group_by=s.group_by),
-            retention_ms=int(s.retention_s * 1000))
+        self.books = OwnedBooks(s, 1)  # replaced once the alert topic's partition count is known
         self.metrics = IncidentMetrics()
         self.metrics.page_budget.set(s.page_budget)
         self.stop_event = threading.Event()
@@ -101,9 +110,13 @@ class IncidentService:
         self.conf: dict[str, Any] = {}  # the clients' settings, named in a denial
         self.pending_findings: list[Output] = []  # OCSF findings of the records being written
         self.screen = PoisonScreen()
+        self.waiting = "starting"  # what /readyz says until the first assignment is restored
 
     def ready(self) -> tuple[bool, str]:
-        return (True, f"ready: {len(self.book.open)} open incidents") if self.restored else (False, "restoring")
+        if not self.restored:
+            return False, self.waiting
+        return True, (f"ready: {self.books.total(lambda b: len(b.open)):.0f} open incidents in "
+                      f"{len(self.books.books)} of {self.books.partitions} partition(s)")
 
     def start(self) -> None:
         s = self.settings
@@ -111,13 +124,10 @@ class IncidentService:
         md = check_connection(conf, s.kafka.connect_timeout_s)
         self.server = HealthServer(self.metrics.registry, s.metrics_port, self.ready, host=s.metrics_host)
         self.server.start()
-        replication = min(3, max(1, len(md.brokers)))
-        for topic in (s.incident_topic, s.state):
-            ensure_topic(conf, topic, 1, replication, md, {"cleanup.policy": "compact"}, needs="READ WRITE")
-        ensure_topic(conf, s.feedback_topic, 1, replication, md, needs="READ")
-        for topic in (s.suppressed_topic, s.dead_letter_topic, *([s.ocsf_topic] if s.ocsf_topic else [])):
-            ensure_topic(conf, topic, 1, replication, md)
+        partitions = topics.alert_partitions(conf, s.alert_topic, self.stop_event, self._waiting)
+        topics.ensure_topics(s, conf, len(md.brokers), partitions)
         require(conf, s.acls(), "the incident service")
+        self.books = OwnedBooks(s, partitions)
         self.conf = {**conf, "transactional.id": s.transactional_id, "group.id": s.group_id}
         self.producer = Producer({**conf, "transactional.id": s.transactional_id, "enable.idempotence": True,
                                   "acks": "all", "linger.ms": 5, "transaction.timeout.ms": 60_000})
@@ -126,20 +136,30 @@ class IncidentService:
         except KafkaException as exc:
             _raise_if_denied(self.conf, exc.args[0], None)
             raise
-        self._restore(conf)
+        # range: alert partition p and feedback partition p go to the same member (co-partitioned topics)
         self.consumer = Consumer({**MEMORY_BOUNDS, **conf, "group.id": s.group_id, "enable.auto.commit": False,
-                                  "isolation.level": "read_committed", "auto.offset.reset": "earliest"})
-        self.consumer.subscribe([s.alert_topic, s.feedback_topic], on_revoke=lambda _c, ps: self.screen.forget(ps))
-        self.restored = True
-        log.info("incident service ready: %d incidents restored (%d open), %d verdicts in force, page line %.1f",
-                 len(self.book.incidents), len(self.book.open), len(self.book.rules), self.book.budget.line)
+                                  "isolation.level": "read_committed", "auto.offset.reset": "earliest",
+                                  "partition.assignment.strategy": "range",
+                                  **({"group.instance.id": s.group_instance_id} if s.group_instance_id else {})})
+        self.waiting = "waiting for the group to assign partitions"
+        self.consumer.subscribe([s.alert_topic, s.feedback_topic], on_assign=lambda _c, ps: self._assigned(conf, ps),
+                                on_revoke=lambda _c, ps: self._revoked(ps))
 
-    def _restore(self, conf: dict[str, Any]) -> None:
-        """The book as the last committed transaction left it (``state.restore``). Verdicts are not re-read from
-        the feedback topic: the committed offset covers the ones applied, whose state is on the state topic."""
-        s = self.settings
-        state.restore(self.book, s.incident_topic, read_to_end(conf, s.incident_topic), s.state,
-                      read_to_end(conf, s.state), self._bad_state)
+    def _waiting(self, why: str) -> None:
+        self.waiting = why
+
+    def _assigned(self, conf: dict[str, Any], partitions: list[TopicPartition]) -> None:
+        """The book of each partition the group gave us, as the last committed transaction left it
+        (``incidents.partitions``). Verdicts are not re-read from the feedback topic: the committed offset covers
+        the ones applied, whose state is on the state topic."""
+        self.books.assign(conf, {tp.partition for tp in partitions}, self._bad_state)
+        self.restored = True
+        self._gauges()
+
+    def _revoked(self, partitions: list[TopicPartition]) -> None:
+        """Partitions taken away: their state is in Kafka (every batch commits before the next poll)."""
+        self.screen.forget(partitions)
+        self.books.revoke({tp.partition for tp in partitions})
         self._gauges()
 
     def _bad_state(self, topic: str, msg: Message, exc: Exception) -> None:
@@ -167,7 +187,9 @@ class IncidentService:
     def step(self) -> int:
         assert self.consumer is not None and self.producer is not None
         msgs, skipped = self.screen.screen(self.consumer, self.consumer.consume(self.settings.batch_size, 0.5))
-        msgs = records(msgs, self.conf)
+        # a partition revoked while its records were queued is its new owner's: neither filed nor committed here
+        msgs = [m for m in records(msgs, self.conf) if m.partition() in self.books]
+        skipped = [sk for sk in skipped if sk.partition in self.books]
         if not msgs and not skipped:
             if time.monotonic() - self.last_input >= self.settings.idle_close_s:
                 self._close_idle()
@@ -175,31 +197,39 @@ class IncidentService:
         self.last_input = time.monotonic()
         outputs: list[Output] = [_skipped(self.settings.dead_letter_topic, s) for s in skipped]
         self._count(self.metrics.unreadable.labels(reason=poison.REASON), len(skipped))
-        changed: dict[str, Incident] = {}
-        rules: set[str] = set()
-        for msg in msgs:
-            if msg.topic() == self.settings.feedback_topic:
-                self._verdict(msg, changed, rules)
-            else:
-                outputs += self._alert(msg, changed, rules)
-        outputs += self._housekeeping(changed, rules)
+        for p, part in _by_partition(msgs).items():
+            book = self.books[p]
+            changed: dict[str, Incident] = {}
+            rules: set[str] = set()
+            for msg in part:
+                if msg.topic() == self.settings.feedback_topic:
+                    self._verdict(book, msg, changed, rules)
+                else:
+                    outputs += self._alert(book, msg, changed, rules)
+            outputs += self._housekeeping(p, book, changed, rules)
         self._commit(outputs, merge_offsets(next_offsets(msgs),
                                             [TopicPartition(s.topic, s.partition, s.end) for s in skipped]))
         self._gauges()
         return len(msgs)
 
     def _close_idle(self) -> None:
-        """An idle input: close (and publish: issue 31 item 7) what is quiet by the wall clock and the lateness."""
-        closed = self.book.close_idle(int(time.time() * 1000), int(self.settings.allowed_lateness_s * 1000))
-        outputs = self._housekeeping({inc.incident_id: inc for inc in closed})
+        """An idle input: close (and publish: issue 31 item 7) what is quiet by the wall clock and the lateness, and
+        settle what verdicts held in windows that are over by the same measure."""
+        now, lateness = int(time.time() * 1000), int(self.settings.allowed_lateness_s * 1000)
+        outputs: list[Output] = []
+        for p, book in self.books.items():
+            closed = book.close_idle(now, lateness)
+            released, rules = book.settle_idle(now, lateness)
+            outputs += [self._suppressed(doc, rule_id) for doc, rule_id in released]
+            outputs += self._housekeeping(p, book, {inc.incident_id: inc for inc in closed}, rules)
         if outputs:
             self._commit(outputs, [])
             self._gauges()
 
-    def _housekeeping(self, changed: dict[str, Incident], rules: set[str] | None = None) -> list[Output]:
-        """Close quiet incidents, settle verdict windows, prune; the records all that changed."""
-        s, book = self.settings, self.book
-        rules = set() if rules is None else rules
+    def _housekeeping(self, p: int, book: IncidentBook, changed: dict[str, Incident], rules: set[str]
+                      ) -> list[Output]:
+        """Close quiet incidents, settle verdict windows, prune; the records all that changed (on partition p)."""
+        s = self.settings
         for inc in book.close_quiet():
             changed[inc.incident_id] = inc
         suppressed, settled, removed = book.settle_rules()
@@ -207,12 +237,13 @@ class IncidentService:
         rules |= settled
         for incident_id in book.prune():
             changed.pop(incident_id, None)
-            outputs.append((s.incident_topic, incident_id, None))
+            outputs.append((s.incident_topic, incident_id, None, None, p))
             self._count(self.metrics.pruned)
-        outputs += [self._record(inc) for inc in changed.values()]
-        outputs += [self._rule_record(rule_id) for rule_id in sorted(rules | removed)]
+        outputs += [self._record(p, inc) for inc in changed.values()]
+        outputs += [(s.state, *state.rule_record(book, rule_id), None, p) for rule_id in sorted(rules | removed)]
         if changed or rules or removed:
-            outputs.append((s.state, *state.budget_record(book)))
+            outputs.append((s.state, *state.budget_record(book), None, p))
+        outputs += [(s.state, key, value, None, p) for key, value in state.baseline_records(book)]
         return outputs
 
     def _count(self, counter: Any, n: float = 1) -> None:
@@ -222,9 +253,10 @@ class IncidentService:
             self.pending.append((counter, n))
 
     def _gauges(self) -> None:
-        _set_gauges(self.metrics, self.book)
+        _set_gauges(self.metrics, self.books)
 
-    def _alert(self, msg: Message, changed: dict[str, Incident], rules: set[str]) -> list[Output]:
+    def _alert(self, book: IncidentBook, msg: Message, changed: dict[str, Incident], rules: set[str]
+               ) -> list[Output]:
         m = self.metrics
         at = {"topic": msg.topic(), "partition": msg.partition(), "offset": msg.offset()}
         try:
@@ -236,7 +268,7 @@ class IncidentService:
         alert, clamped = clamp_future(alert, int(time.time() * 1000), self.settings.future_skew_ms)
         if clamped:
             self._count(m.future)
-        filing = self.book.add(alert)
+        filing = book.add(alert)
         rules |= filing.rules
         self._count(m.alerts, filing.filed)
         self._count(m.over_verdict, filing.over_verdict)
@@ -259,7 +291,7 @@ class IncidentService:
         return (self.settings.suppressed_topic, doc.get("record_id"), value,
                 events.headers(events.SUPPRESSED_ALERT, events.INCIDENTS_SOURCE, events.content_id(value)))
 
-    def _verdict(self, msg: Message, changed: dict[str, Incident], rules: set[str]) -> None:
+    def _verdict(self, book: IncidentBook, msg: Message, changed: dict[str, Incident], rules: set[str]) -> None:
         m = self.metrics
         try:
             verdict = VerdictDoc.parse(jsondoc.loads(msg.value() or b""))
@@ -268,7 +300,7 @@ class IncidentService:
             self._count(m.verdicts.labels(outcome="unreadable"))
             return
         if verdict.verdict == REVOKE:
-            outcome, filing = self.book.revoke(verdict)
+            outcome, filing = book.revoke(verdict)
             self._count(m.verdicts.labels(outcome=outcome))
             self._count(m.alerts, filing.filed)
             rules |= filing.rules
@@ -278,58 +310,60 @@ class IncidentService:
         if verdict.verdict != BENIGN:
             self._count(m.verdicts.labels(outcome="ignored"))
             return
-        outcome, rule = self.book.mark_benign(verdict)
+        outcome, rule = book.mark_benign(verdict)
         self._count(m.verdicts.labels(outcome=outcome))
         if outcome != "applied" or not isinstance(rule, Rule):
             log.warning("verdict on incident %s by %r not applied: %s", verdict.incident_id, verdict.analyst,
                         outcome)
             return
         rules.add(rule.verdict_id)
-        changed[verdict.incident_id] = self.book.incidents[verdict.incident_id]
+        changed[verdict.incident_id] = book.incidents[verdict.incident_id]
         log.info("incident %s marked benign by %r: alerts of kind %s up to severity %.3g and %d per minute "
                  "suppressed until %s", verdict.incident_id, verdict.analyst, "/".join(rule.kind), rule.max_severity,
                  rule.allowance, timebounds.iso(rule.until_ms))
 
-    def _record(self, inc: Incident) -> Output:
+    def _record(self, p: int, inc: Incident) -> Output:
         if inc.status == "closed":
             self._count(self.metrics.closed)
         doc = inc.to_dict()
         value = _json(doc)
         self.pending_findings += _finding(self.settings.ocsf_topic, ocsf.incident_finding(doc, created=inc.alerts == 1))
         return (self.settings.incident_topic, inc.incident_id, value,
-                events.headers(events.INCIDENT, events.INCIDENTS_SOURCE, events.content_id(value)))
-
-    def _rule_record(self, rule_id: str) -> Output:
-        return (self.settings.state, *state.rule_record(self.book, rule_id))
+                events.headers(events.INCIDENT, events.INCIDENTS_SOURCE, events.content_id(value)), p)
 
     def _commit(self, outputs: list[Output], offsets: list[TopicPartition]) -> None:
         assert self.producer is not None and self.consumer is not None
-        producer = self.producer
         outputs, self.pending_findings = outputs + self.pending_findings, []
-        denied: list[tuple[KafkaError, str]] = []
-
-        def on_delivery(err: KafkaError | None, msg: Message) -> None:
-            if err is not None and is_authorization_error(err):
-                denied.append((err, msg.topic()))
-
-        def write() -> None:
-            for out in outputs:
-                produce(producer, out[0], out[2], jsondoc.key_bytes(out[1]) if out[1] else None,
-                        out[3] if len(out) > 3 else None, on_delivery)  # type: ignore[misc]
-
-        try:
-            transaction(producer, self.consumer, write, offsets)
-        except KafkaException as exc:
-            if denied:
-                _raise_if_denied(self.conf, *denied[0])
-            _raise_if_denied(self.conf, exc.args[0], None)
-            raise FatalError(f"incident transaction not committed ({exc}); restart to restore from Kafka") from exc
-        except Exception as exc:
-            # the in-memory book is ahead of Kafka now: only a restart (which restores from Kafka) is exact
-            raise FatalError(f"incident transaction not committed ({exc}); restart to restore from Kafka") from exc
+        commit(self.producer, self.consumer, outputs, offsets, self.conf)
         for counter, n in self.pending:
             counter.inc(n)
         self.pending.clear()
 
+
+def commit(producer: Producer, consumer: Consumer, outputs: list[Output], offsets: list[TopicPartition],
+           conf: dict[str, Any]) -> None:
+    """``outputs`` and the input ``offsets`` in one transaction; any failure is fatal (``FatalError``, or exit 3
+    naming a missing grant): the in-memory books are ahead of Kafka then, and only a restart restores them."""
+    denied: list[tuple[KafkaError, str]] = []
+
+    def on_delivery(err: KafkaError | None, msg: Message) -> None:
+        if err is not None and is_authorization_error(err):
+            denied.append((err, msg.topic()))
+
+    def write() -> None:
+        for out in outputs:
+            produce(producer, out[0], out[2], jsondoc.key_bytes(out[1]) if out[1] else None,
+                    out[3] if len(out) > 3 else None, on_delivery,  # type: ignore[misc]
+                    partition=out[4] if len(out) > 4 else None)  # type: ignore[misc]
+
+    try:
+        transaction(producer, consumer, write, offsets)
+    except KafkaException as exc:
+        if denied:
+            _raise_if_denied(conf, *denied[0])
+        _raise_if_denied(conf, exc.args[0], None)
+        raise FatalError(f"incident transaction not committed ({exc}); restart to restore from Kafka") from exc
+    except Exception as exc:
+        raise FatalError(f"incident transaction not committed ({exc}); restart to restore from Kafka") from exc
 
 _json = state.encode

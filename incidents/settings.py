@@ -33,7 +33,11 @@ class IncidentSettings(Settings):
                                    "alert (and its suppression), an Incident Finding per incident change")
     group_id: str = Field("kdd-incidents", min_length=1, description="consumer group")
     transactional_id: str = Field("kdd-incidents", min_length=1,
-                                  description="stable id: a restarted instance fences its predecessor at once")
+                                  description="stable id, one per instance of the group (a pod's name): a restarted "
+                                  "instance fences its predecessor at once")
+    group_instance_id: str | None = Field(
+        None, description="static group membership (a pod's name): a restarted instance with the same id takes its "
+                          "partitions back without a rebalance or waiting for the session timeout (default: dynamic)")
     gap_s: float = Field(300.0, gt=0, le=86_400 * 7,
                          description="alerts of one signature further apart than this (event time) are two incidents")
     idle_close_s: float = Field(60.0, gt=0, description="with no alerts for this long (wall clock), incidents quiet "
@@ -47,8 +51,14 @@ class IncidentSettings(Settings):
     min_priority: float = Field(2.0, ge=0, le=1_000, description="the page line's floor: -log10 of the combined "
                                 "p-value an incident must reach to page (2 = odds of 1 in 100 under normal traffic)")
     verdict_rate_margin: float = Field(1.5, ge=1, le=100, description="a benign verdict covers the 99% upper bound of "
-                                       "the incident's alert rate times this; alerts of its kind beyond that are "
-                                       "filed, not suppressed")
+                                       "the incident's alert rate, or of its kind's learned rate where higher, "
+                                       "times this; alerts of its kind beyond that are filed, not suppressed")
+    baseline_half_life_s: float = Field(3600.0, ge=1, le=30 * 86_400, description="each kind's alert rate is "
+                                        "learned from the stream, forgotten with this half-life of event time "
+                                        "(priority's rate evidence is judged against it)")
+    baseline_max_per_min: float = Field(60.0, ge=0, le=100_000, description="the cap on a learned rate (alerts a "
+                                        "minute): no attacker can teach a kind more; 0 turns learning off (one "
+                                        "alert per gap for every kind)")
     max_verdict_s: float = Field(30 * 86_400.0, gt=0, le=365 * 86_400, description="longest a verdict stays in "
                                  "force, whatever it asked for")
     max_verdicts: int = Field(1_000, ge=1, le=100_000, description="benign verdicts in force at most; more are "

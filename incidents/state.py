@@ -2,7 +2,8 @@
 alerts) and the page budget. One record per key, written in the same transaction as the incidents; restore
 reads the topic to its end and applies the latest record of each key.
 
-Keys: ``rule:<incident id>`` (a verdict; a tombstone once it expired) and ``budget``. Every record carries
+Keys: ``rule:<incident id>`` (a verdict; a tombstone once it expired), ``budget`` and ``baseline:<digest>`` (a
+kind's learned alert rate, ``incidents.baselines``; a tombstone once forgotten). Every record carries
 ``schema``; a record this version cannot read raises ``ValueError`` (or ``KeyError``/``TypeError``) and the
 caller skips and counts it: a bad state record never stops the service from starting.
 """
@@ -15,12 +16,14 @@ from typing import Any
 from confluent_kafka import Message
 
 from core import jsondoc
+from incidents.baselines import KindRate, kind_key
 from incidents.book import Incident, IncidentBook
 from incidents.verdicts import Rule
 
 STATE_SCHEMA = "kdd-incident-state/1"
 BUDGET_KEY = "budget"
 RULE_PREFIX = "rule:"
+BASELINE_PREFIX = "baseline:"
 # what reading a forged or foreign state record can raise (int(1e400) is an OverflowError): skipped and counted
 BAD_STATE = (ValueError, LookupError, TypeError, AttributeError, RecursionError, OverflowError)
 
@@ -41,6 +44,15 @@ def budget_record(book: IncidentBook) -> tuple[str, bytes]:
     return BUDGET_KEY, encode({"schema": STATE_SCHEMA, "type": "budget", "budget": book.budget.to_dict()})
 
 
+def baseline_records(book: IncidentBook) -> list[tuple[str, bytes | None]]:
+    """(key, value) for each kind whose learned rate changed since the last call and a tombstone for each kind
+    forgotten: what the next transaction must carry for a restart to continue exactly."""
+    changed, gone = book.baselines.take_changes()
+    return [*((kind_key(r.kind), encode({"schema": STATE_SCHEMA, "type": "baseline", "baseline": r.to_dict()}))
+              for r in changed),
+            *((key, None) for key in gone)]
+
+
 def apply(book: IncidentBook, value: bytes) -> None:
     """Apply one state record to a book being restored; raises on a record of another shape."""
     doc = jsondoc.loads(value)
@@ -50,6 +62,8 @@ def apply(book: IncidentBook, value: bytes) -> None:
         book.restore_rule(Rule.from_dict(doc["rule"]))
     elif doc["type"] == "budget":
         book.budget.restore(doc["budget"])
+    elif doc["type"] == "baseline":
+        book.baselines.restore_kind(KindRate.from_dict(doc["baseline"]))
     else:
         raise ValueError(f"unknown state record type {doc['type']!r}")
 
@@ -73,6 +87,8 @@ def restore(book: IncidentBook, incident_topic: str, incident_records: Iterable[
         if msg.value() is None:
             if key.startswith(RULE_PREFIX):
                 book.rules.pop(key[len(RULE_PREFIX):], None)
+            elif key.startswith(BASELINE_PREFIX):
+                book.baselines.forget_key(key)
             continue
         try:
             apply(book, msg.value())

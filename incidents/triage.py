@@ -19,6 +19,13 @@ from a reserve of ``reserve`` pages an hour (a fifth of the budget, at least one
 silenced by a spent budget until the reserve is spent too. Spending the reserve takes escalations that each
 double the strongest page so far; priority grows about linearly with an incident's alerts, so the attacker's
 last burst must be about 2^reserve times the first: at that size it is the attack an analyst should see.
+
+Partitions (issue 32). The service runs as a group on the alert topic's partitions, each with a book of its
+own; the budget is split between them (``Budget.share_of``): partition p pages at most its share of the
+budget and of the reserve, and the shares sum to the whole. The guarantee stays ``per_hour + reserve`` pages an
+hour in all, exactly, however many instances run and however partitions move between them, because a share's
+trailing hour is part of its partition's state. What it gives up: a quiet partition's unused pages are not lent
+to a busy one, and the line is drawn among a partition's own incidents.
 """
 
 from __future__ import annotations
@@ -35,6 +42,17 @@ RECOMPUTE_EVERY = 256  # filed alerts
 ESCALATE = 2.0  # a spent budget still pages an incident this many times stronger than the hour's strongest page
 
 
+def _last(items: list[Any], n: int) -> list[Any]:
+    """The last ``n`` items (none for n = 0, where ``items[-0:]`` would be all of them)."""
+    return items[max(0, len(items) - n):]
+
+
+def share(total: int, part: int, parts: int) -> int:
+    """Part ``part``'s whole share of ``total`` split over ``parts``: the shares sum to ``total`` exactly (the
+    first ``total % parts`` parts take one more)."""
+    return total // parts + (1 if part < total % parts else 0)
+
+
 @dataclasses.dataclass
 class Budget:
     per_hour: int
@@ -45,13 +63,22 @@ class Budget:
     escalations: list[int] = dataclasses.field(default_factory=list)  # event times of reserve pages
     minute: int = -1
     filed: int = 0
+    reserve_per_hour: int | None = None  # a partition's share of the reserve (``share``); None: a fifth, at least 1
 
     def __post_init__(self) -> None:
         self.line = max(self.line, self.floor)
 
+    @classmethod
+    def share_of(cls, per_hour: int, floor: float, partition: int, partitions: int) -> Budget:
+        """The budget of one alert partition when the service runs on ``partitions`` of them (issue 32): its
+        share of the pages and of the reserve, so that the shares add up to exactly the whole budget's, whichever
+        instance owns which partitions (each share and its trailing hour move with the partition's state)."""
+        return cls(share(per_hour, partition, partitions), floor,
+                   reserve_per_hour=share(max(1, per_hour // 5), partition, partitions))
+
     @property
     def reserve(self) -> int:
-        return max(1, self.per_hour // 5)
+        return self.reserve_per_hour if self.reserve_per_hour is not None else max(1, self.per_hour // 5)
 
     def pages_in_hour(self, now_ms: int) -> int:
         kept = [(t, p) for t, p in zip(self.pages, self._aligned(), strict=True) if t > now_ms - HOUR_MS]
@@ -74,7 +101,7 @@ class Budget:
     def recompute(self, priorities: Iterable[float]) -> float:
         """The N-th best priority of the trailing hour's incidents, never below the floor."""
         best = heapq.nlargest(self.per_hour, priorities)
-        self.line = max(self.floor, best[-1] if len(best) >= self.per_hour else self.floor)
+        self.line = max(self.floor, best[-1] if best and len(best) >= self.per_hour else self.floor)
         return self.line
 
     def decide(self, priority: float, now_ms: int) -> tuple[str, str]:
@@ -118,7 +145,7 @@ class Budget:
             raise ValueError("a budget record's strengths are finite numbers and its escalations integers")
         keep = self.per_hour + self.reserve
         self.line = max(self.floor, line)
-        self.pages = [int(t) for t in pages][-keep:]
-        self.strengths = ([float(p) for p in strengths] + [0.0] * len(pages))[: len(pages)][-keep:]
-        self.escalations = [int(t) for t in escalations][-self.reserve:]
+        self.pages = _last([int(t) for t in pages], keep)
+        self.strengths = _last(([float(p) for p in strengths] + [0.0] * len(pages))[: len(pages)], keep)
+        self.escalations = _last([int(t) for t in escalations], self.reserve)
         self.minute, self.filed = int(minute), int(filed)

@@ -99,11 +99,17 @@ def _int(raw: dict[str, Any], name: str) -> int:
     return int(value)
 
 
-def allowance_for(alerts: int, span_ms: int, margin: float) -> int:
+def allowance_for(alerts: int, span_ms: int, margin: float, kind_per_min: float = 0.0) -> int:
     """Alerts per window a verdict covers: the upper bound of the incident's rate per minute (its alerts over
-    its span, a span under a minute counted as a minute) times the margin."""
-    per_min = rate_upper_bound(alerts) / max(span_ms / 60_000.0, 1.0)
-    return int(min(MAX_ALLOWANCE, max(1, math.ceil(margin * per_min * WINDOW_MS / 60_000))))
+    its span, a span under a minute counted as a minute), or of its kind's learned rate where that is higher
+    (``kind_per_min``: ``incidents.baselines``, capped, so no verdict covers more than the cap's normal
+    variation unless the incident itself ran faster), times the margin. The kind's part is at most
+    ``HOLD_MAX`` a window: within that, every alert of a window is held until the window ends, so a flood's
+    first window is filed whole (beyond it, alerts within the allowance are suppressed at once)."""
+    seen = rate_upper_bound(alerts) / max(span_ms / 60_000.0, 1.0)
+    own = math.ceil(margin * seen * WINDOW_MS / 60_000)
+    kinds = min(HOLD_MAX, math.ceil(margin * kind_per_min * WINDOW_MS / 60_000))
+    return int(min(MAX_ALLOWANCE, max(1, own, kinds)))
 
 
 @dataclasses.dataclass

@@ -51,7 +51,8 @@ def _replayer(s: ProducerSettings) -> Replayer:
         metrics = ProducerMetrics()
         metrics.serve(s.metrics_port)
     return Replayer(conf, s.topic, source, rate=s.rate, progress=s.progress, metrics=metrics,
-                    label_header=s.label_header, speedup=s.speedup)
+                    label_header=s.label_header, speedup=s.speedup,
+                    event_span=(s.event_rate, s.limit or 0) if s.event_rate else None)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 from confluent_kafka import KafkaError, Producer
@@ -69,8 +70,10 @@ class ReplayResult:
 class Replayer:
     def __init__(self, client_config: dict[str, Any], topic: str, source: SourceOptions, rate: float,
                  progress: bool | None = None, metrics: ProducerMetrics | None = None,
-                 label_header: bool = True, speedup: float = 0.0) -> None:
+                 label_header: bool = True, speedup: float = 0.0, event_span: tuple[float, int] | None = None
+                 ) -> None:
         self.topic = topic
+        self.event_span = event_span  # (records per second of event time, records): back-dated timestamps
         self.speedup = speedup  # Zeek replays: 1 keeps the capture's own pace, N is N times faster, 0 ignores ts
         self.first_ts: float | None = None
         self.label_header = label_header
@@ -129,6 +132,7 @@ class Replayer:
         published = (0, 0, 0)
         topic = self.topic
         on_delivery = self._on_delivery
+        stamps = _event_times(self.event_span)  # None: stamped with the wall clock
         try:
             exhausted = False
             while not exhausted and not self.stop_event.is_set():
@@ -145,6 +149,8 @@ class Replayer:
                         headers.append((zeek.FIELDS_HEADER, rec.fields.encode()))
                     if self.speedup and rec.ts is not None:
                         self._keep_pace(producer, rec.ts, t0)
+                    if stamps is not None:
+                        now_ms = next(stamps)
                     produce(producer, topic, value, key, headers, on_delivery, now_ms)
                     res.sent += 1
                 producer.poll(0)
@@ -170,6 +176,16 @@ class Replayer:
             res.failures_by_reason["not_acknowledged"] += res.sent - res.delivered - res.failed
             res.failed = res.sent - res.delivered
         return res
+
+
+def _event_times(span: tuple[float, int] | None) -> Iterator[int] | None:
+    """Timestamps of a replay compressed into event time (``--event-rate``): ``count`` records at
+    ``rate`` a second, ending now, so that windows and baselines see the traffic's own pace."""
+    if span is None:
+        return None
+    rate, count = span
+    start = time.time() * 1000 - count * 1000 / rate
+    return (int(start + i * 1000 / rate) for i in itertools.count())
 
 
 def _progress_bar(total: int | None) -> Any:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from core.acl import Grant, creates, topic
@@ -45,6 +45,19 @@ class ProducerSettings(Settings):
     speedup: float = Field(0.0, ge=0, description="Zeek conn.log replays (--schema zeek_conn): keep the capture's "
                            "own pace from each record's ts, this many times faster (1 = as it happened; 0 = ignore "
                            "ts and send at --rate)")
+    event_rate: float = Field(0.0, ge=0, le=10_000_000, description="stamp the records with event time at this "
+                              "many per second, ending now (record i at now - (limit - i) / rate), however fast "
+                              "they are sent: a replay compressed into seconds still spans the minutes the "
+                              "traffic took (incident rates, gaps and baselines are in event time); needs "
+                              "--limit; 0 = stamp each with its send time")
+
+    @model_validator(mode="after")
+    def _event_rate_needs_a_span(self) -> ProducerSettings:
+        if self.event_rate and (self.limit is None or self.loop or self.speedup):
+            raise ValueError(f"{self.describe('event_rate')} needs {self.describe('limit')} (event time ends now "
+                             f"and starts limit / rate seconds earlier) and neither {self.describe('loop')} nor "
+                             f"{self.describe('speedup')}")
+        return self
 
     def acls(self) -> list[Grant]:
         """What the replay does on the cluster (``core.acl``): write its topic; create it when missing."""

@@ -3,7 +3,9 @@ incidents on screen as they open and close.
 
 Environment: the services' own (a running cluster instead of a local broker, the bundle directory, the
 data file; see their ``--help``), and DEMO_RATE (records/s, default 2000), DEMO_LIMIT (records, default
-30000), DEMO_ANOMALY_FRACTION (default 0.01), DEMO_METRICS_PORT (the detector's, default 9108), DEMO_CONSOLE
+30000), DEMO_EVENT_RATE (connections per second of event time the replay stands for, default 100: 30,000
+records are five minutes of traffic, sent in fifteen seconds), DEMO_ANOMALY_FRACTION (default 0.01),
+DEMO_METRICS_PORT (the detector's, default 9108), DEMO_CONSOLE
 (``--console``: also serve the triage console on 127.0.0.1:DEMO_CONSOLE_PORT, default 8090, and keep everything
 running after the summary until Ctrl-C, so the incidents can be triaged in a browser).
 """
@@ -91,6 +93,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="records per second [env DEMO_RATE; default 2000]")
     p.add_argument("--limit", type=int, default=int(os.environ.get("DEMO_LIMIT", "30000")),
                    help="records to replay [env DEMO_LIMIT; default 30000]")
+    p.add_argument("--event-rate", type=float, default=float(os.environ.get("DEMO_EVENT_RATE", "100")),
+                   help="connections per second of event time the replay stands for (the producer's --event-rate) "
+                        "[env DEMO_EVENT_RATE; default 100]")
     p.add_argument("--anomaly-fraction", default=os.environ.get("DEMO_ANOMALY_FRACTION", "0.01"),
                    help="share of attacks in the replay [env DEMO_ANOMALY_FRACTION; default 0.01]")
     p.add_argument("--metrics-port", type=int, default=int(os.environ.get("DEMO_METRICS_PORT", "9108")),
@@ -113,14 +118,15 @@ def main(argv: list[str] | None = None) -> int:
         topic, alerts = harness.unique("kdd-connections"), harness.unique("kdd-alerts")
         harness.create_topics(bootstrap, (topic, 6))
         det = harness.DetectorProcess(bootstrap, topic, alerts, model, port=port)
-        inc = harness.IncidentProcess(bootstrap, alerts, "--gap-s", "10", "--idle-close-s", "5")
+        inc = harness.IncidentProcess(bootstrap, alerts, "--gap-s", "60", "--idle-close-s", "5")
         with det, inc:
             say(f"detector metrics: http://127.0.0.1:{det.port}/metrics   health: /healthz /readyz; incident service "
                 f"metrics: http://127.0.0.1:{inc.port}/metrics")
-            say(f"replaying {limit} records at {rate:g}/s, attacks at {fraction} of the stream; incidents follow "
+            say(f"replaying {limit} records at {rate:g}/s, stamped as {limit / args.event_rate / 60:.1f} minutes of "
+                f"traffic ({args.event_rate:g} connections/s), attacks at {fraction} of the stream; incidents follow "
                 f"(alerts on {alerts}, incidents on {inc.topics['incident']})")
             producer = harness.start_replay(bootstrap, topic, data, limit, rate, "--shuffle", "--anomaly-fraction",
-                                            fraction, stdout=-1)
+                                            fraction, "--event-rate", str(args.event_rate), stdout=-1)
             latest = show_incidents(bootstrap, inc.topics["incident"], producer, det, inc, limit, quiet_s=20)
             summarise(latest, inc)
             say(f"replay summary: {producer.stdout.read().decode().strip() if producer.stdout else ''}")

@@ -27,16 +27,19 @@ from testkit.topics import (
     assert_alerted,
     committed_all,
     committed_count,
+    committed_records,
     drain,
     latest_incidents,
     produce_rows,
+    record_ends,
 )
 from testkit.zeek_expected import offline_zeek_scores
 
 __all__ = [
     "QUIET_TF", "REPO", "ConsoleProcess", "DetectorProcess", "IncidentProcess", "ServiceProcess", "alert_docs",
     "alert_latencies",
-    "alert_timing", "assert_alerted", "broker", "committed_all", "committed_count", "create_topics", "drain",
+    "alert_timing", "assert_alerted", "broker", "committed_all", "committed_count", "committed_records",
+    "create_topics", "drain", "record_ends",
     "ensure_bundle", "expected_replay_alerts", "latest_incidents", "offline_alert_ids", "offline_zeek_scores",
     "produce_rows",
     "producer_args", "replay_summary", "rss_bytes", "scrape", "start_replay", "total", "unique", "wait_until",

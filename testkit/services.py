@@ -129,12 +129,15 @@ class IncidentProcess(ServiceProcess):
     name = "incident service"
 
     def __init__(self, bootstrap: str, alert_topic: str, *extra: str, log_path: Path | None = None,
-                 port: int | None = None, env: dict[str, str] | None = None) -> None:
+                 port: int | None = None, env: dict[str, str] | None = None, name: str | None = None) -> None:
+        """Topics and group are named after ``name`` (default: the alert topic): several deployments can
+        then read one alert topic."""
         port = port or free_port()
-        self.topics = {"incident": f"{alert_topic}.incidents", "feedback": f"{alert_topic}.feedback",
-                       "suppressed": f"{alert_topic}.suppressed", "state": f"{alert_topic}.incidents.state",
-                       "dlq": f"{alert_topic}.incidents-dlq"}
-        self.group = f"inc-{alert_topic}"
+        name = name or alert_topic
+        self.topics = {"incident": f"{name}.incidents", "feedback": f"{name}.feedback",
+                       "suppressed": f"{name}.suppressed", "state": f"{name}.incidents.state",
+                       "dlq": f"{name}.incidents-dlq"}
+        self.group = f"inc-{name}"
         super().__init__([sys.executable, "-m", "incidents", "run", "--bootstrap-servers", bootstrap, "--alert-topic",
                           alert_topic, "--incident-topic", self.topics["incident"], "--feedback-topic",
                           self.topics["feedback"], "--suppressed-topic", self.topics["suppressed"], "--group-id",

@@ -105,6 +105,22 @@ def committed_all(bootstrap: str, group: str, topic: str) -> bool:
     return True
 
 
+def record_ends(bootstrap: str, topic: str) -> dict[int, int]:
+    """The offset after the last committed record of each partition of ``topic``: where a group that read
+    everything has committed. On a topic written in transactions this is short of the high watermark (the last
+    offset is a commit marker, which no consumer receives)."""
+    ends: dict[int, int] = {}
+    for m in read_to_end({"bootstrap.servers": bootstrap}, topic):
+        ends[m.partition()] = max(ends.get(m.partition(), 0), m.offset() + 1)
+    return ends
+
+
+def committed_records(bootstrap: str, group: str, topic: str, ends: dict[int, int]) -> bool:
+    """True when the group's committed offsets reach ``ends`` (:func:`record_ends`) on every partition."""
+    committed = _committed(bootstrap, group, topic)[1]
+    return all(committed.get(p, -1) >= end for p, end in ends.items())
+
+
 # ----------------------------------------------------------------------------------------- alerts
 def alert_docs(messages: list[Any]) -> list[dict[str, Any]]:
     return [json.loads(m.value()) for m in messages]

@@ -48,7 +48,7 @@ def evaluate(model_dir: Path, data_path: Path, out: Path, *, baseline: bool = Tr
     if data.labels is None:
         raise ValueError(f"{data_path} has no labels; evaluation needs a labelled file")
     same_file = sha256_file(data_path) == bundle.manifest["data_sha256"]
-    rows = _heldout_rows(bundle, data, data_path) if same_file else np.arange(len(data))
+    rows = heldout_rows(bundle, data, data_path) if same_file else np.arange(len(data))
     excluded = len(data) - len(rows)
     feats = data.features.iloc[rows].reset_index(drop=True)
     labels = data.labels.iloc[rows].to_numpy()
@@ -96,7 +96,7 @@ def evaluate(model_dir: Path, data_path: Path, out: Path, *, baseline: bool = Tr
     return report
 
 
-def _heldout_rows(bundle: Bundle, data: Records, data_path: Path) -> np.ndarray:
+def heldout_rows(bundle: Bundle, data: Records, data_path: Path) -> np.ndarray:
     """Positions of the rows that did not train, stop or calibrate the bundle (evaluating its own file)."""
     train_info = bundle.manifest["training"]
     limit = train_info.get("limit")

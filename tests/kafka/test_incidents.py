@@ -15,6 +15,8 @@ from typing import Any
 
 from confluent_kafka import Producer
 
+from core.kafka_io import read_to_end
+from core.routing import ROUTED_PRODUCER, alert_route, incident_partition, kind_route
 from incidents.alert_input import alert_from_doc
 from incidents.book import CLOSED, IncidentBook, kind, signature
 from incidents.verdicts import VerdictDoc
@@ -77,9 +79,14 @@ def test_book_groups_by_signature_closes_after_the_gap_and_mutes_only_milder_ale
 
 
 def produce(bootstrap: str, topic: str, docs: list[dict[str, Any]]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 10})
+    """Alerts as the detector writes them: keyed by their kind's route (``core.routing``), murmur2."""
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "linger.ms": 10,
+                         **ROUTED_PRODUCER})
     for d in docs:
-        producer.produce(topic, key=d["record_id"].encode(), value=json.dumps(d).encode())
+        top = d.get("top_features") or [{}]
+        key = alert_route(d.get("categories", {}).values(), top[0].get("feature")) if "categories" in d \
+            else d["record_id"]
+        producer.produce(topic, key=key.encode(), value=json.dumps(d).encode())
         producer.poll(0)
     assert producer.flush(60) == 0
 
@@ -110,16 +117,111 @@ def run_to_end(bootstrap: str, alerts: str, tmp: Path, kills: tuple[int, ...] = 
     return latest_incidents(bootstrap, svc.topics["incident"])
 
 
-def test_incidents_are_exact_across_sigkill(kafka_bootstrap: str, make_topic: TopicFactory, tmp_path: Path) -> None:
-    docs = synthetic(30_000)
-    # one partition: with several, arrival order across partitions (not just content) would decide the gaps
-    clean_topic, killed_topic = make_topic("inc-clean", 1), make_topic("inc-killed", 1)
-    produce(kafka_bootstrap, clean_topic, docs)
-    clean = run_to_end(kafka_bootstrap, clean_topic, tmp_path)
-    killed = run_to_end(kafka_bootstrap, killed_topic, tmp_path, kills=(6_000, 17_000), docs=docs)
-    assert sum(inc["alerts"] for inc in clean.values()) == len(docs)
-    assert len(clean) >= 10 and any(inc["status"] == CLOSED for inc in clean.values())
-    assert killed == clean  # same incidents, same counts, sums, samples and statuses
+class Group:
+    """Two incident-service instances in one consumer group over ``alerts`` (issue 32): each with a
+    transactional id and a static group member id of its own, as a StatefulSet gives its pods."""
+
+    def __init__(self, bootstrap: str, alerts: str, tmp: Path) -> None:
+        self.bootstrap, self.alerts, self.tmp = bootstrap, alerts, tmp
+        self.procs: list[IncidentProcess | None] = [None, None]
+
+    def start(self, i: int) -> IncidentProcess:
+        # a dead member's partitions move after 6 s (not the default 45 s), so a failover happens in the test
+        extra = ("--gap-s", "30", "--idle-close-s", "3600", "--batch-size", "700", "--transactional-id",
+                 f"tx-inc-{self.alerts}-{i}", "--group-instance-id", f"inc-{i}", "-X", "session.timeout.ms=6000")
+        proc = IncidentProcess(self.bootstrap, self.alerts, *extra, log_path=self.tmp / f"incidents-{i}.log").start()
+        self.procs[i] = proc
+        return proc
+
+    def kill(self, i: int) -> None:
+        proc = self.procs[i]
+        assert proc is not None
+        proc.stop(signal.SIGKILL)
+
+    def owns(self, i: int, n: int) -> bool:
+        """Whether instance i says it owns n partitions (its /readyz)."""
+        proc = self.procs[i]
+        return proc is not None and f" {n} of " in proc.get("/readyz")[1]
+
+    def committed(self, n: int) -> bool:
+        return committed_count(self.bootstrap, f"inc-{self.alerts}", self.alerts) >= n
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc is not None and proc.alive():
+                proc.stop(signal.SIGKILL)
+
+
+def twelve_kinds(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The synthetic traffic as twelve kinds (each pattern on four services), so four partitions hold several."""
+    for d in docs:
+        d["categories"]["service"] += str(int(d["record_id"]) % 4)
+    return docs
+
+
+def test_a_group_writes_the_incidents_one_instance_does_across_sigkills_and_a_failover(
+        kafka_bootstrap: str, make_topic: TopicFactory, tmp_path: Path) -> None:
+    """Issue 32: the same alerts on four partitions, through one instance and through a group of two. In the
+    group, instance 1 is SIGKILLed and restarted (its partitions come back to it, restored from Kafka); then
+    instance 0 is SIGKILLed and stays down until instance 1 owns all four partitions (a failover), and comes back
+    (a rebalance moves partitions back). A verdict given while instance 0 is down reaches the partition of its
+    kind and still holds after that partition moved. The incident records equal the single instance's, incident
+    for incident, each on its kind's partition; pages stay within the one budget."""
+    docs = twelve_kinds(synthetic(24_000))
+    one_topic, group_topic = make_topic("inc-one", 4), make_topic("inc-group", 4)
+    produce(kafka_bootstrap, one_topic, docs)
+    one = run_to_end(kafka_bootstrap, one_topic, tmp_path)
+    group = Group(kafka_bootstrap, group_topic, tmp_path)
+    try:
+        produce(kafka_bootstrap, group_topic, docs[:9_000])
+        group.start(0)
+        group.start(1)
+        wait_until(lambda: group.committed(5_000), 300, "5,000 alerts committed")
+        group.kill(1)
+        group.start(1)
+        produce(kafka_bootstrap, group_topic, docs[9_000:18_000])
+        wait_until(lambda: group.committed(12_000), 300, "12,000 alerts committed")
+        group.kill(0)
+        wait_until(lambda: group.owns(1, 4), 120, "instance 1 owns every partition")
+        produce(kafka_bootstrap, group_topic, docs[18_000:])
+        wait_until(lambda: group.committed(len(docs)), 300, "every alert committed")
+        got = latest_incidents(kafka_bootstrap, f"{group_topic}.incidents")
+        assert got == one  # same incidents, ids, counts, sums, samples, pages and statuses
+        where = {m.key().decode(): m.partition() for m in read_to_end({"bootstrap.servers": kafka_bootstrap},
+                                                                       f"{group_topic}.incidents")}
+        # a verdict on a mild smtp incident of a partition instance 0 will own again
+        benign = sorted(i for i, inc in got.items() if set(inc["labels"]) == {"normal."} and where[i] in (0, 1))[0]
+        proc = subprocess.run([sys.executable, "-m", "incidents", "feedback", "--bootstrap-servers", kafka_bootstrap,
+                               "--feedback-topic", f"{group_topic}.feedback", "--incident", benign, "--for-s",
+                               "3600", "--analyst", "test"], capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        instance_1 = group.procs[1]
+        assert instance_1 is not None
+        wait_until(lambda: instance_1.total("incidents_suppression_rules") == 1, 60, "the verdict applied")
+        group.start(0)
+        wait_until(lambda: group.owns(0, 2) and group.owns(1, 2), 120, "partitions shared again")
+        service = got[benign]["signature"][1]
+        t = max(inc["last_seen_ms"] for inc in got.values()) + 1_000
+        later = [alert(900_000 + i, t + i * 20, service, ("dst_bytes", "hot"), 1.2, "normal.") for i in range(50)]
+        # time moves on in that partition (event time is a partition's own): the window ends, what it held is kept
+        later.append(alert(999_999, t + 180_000, service, ("dst_bytes", "hot"), 30.0, "neptune."))
+        produce(kafka_bootstrap, group_topic, later)
+        kept = drain(kafka_bootstrap, f"{group_topic}.suppressed", 50)
+        assert sorted(int(json.loads(m.value())["record_id"]) for m in kept) == list(range(900_000, 900_050))
+        owner = group.procs[0]
+        assert owner is not None and owner.total("incidents_suppressed_alerts_total") == 50  # the new owner held
+    finally:
+        group.close()
+    assert sum(inc["alerts"] for inc in one.values()) == len(docs)
+    assert len(one) >= 20 and any(inc["status"] == CLOSED for inc in one.values())
+    # each incident was written to the partition its kind's alerts are on (where a verdict on it is routed)
+    kind_at = {m.key().decode(): m.partition() for m in read_to_end({"bootstrap.servers": kafka_bootstrap},
+                                                                      group_topic)}
+    assert {i: kind_at[kind_route(inc["kind"])] for i, inc in got.items()} == {i: where[i] for i in got} == {
+        i: incident_partition(i) for i in got}
+    assert len(set(where.values())) >= 3  # the kinds spread over the partitions
+    pages = sum(inc["triage"]["decision"] == "page" for inc in one.values())
+    assert 1 <= pages <= 20 + 4, pages  # the page budget and its reserve, over all partitions
 
 
 def test_feedback_mutes_the_benign_kind_but_not_a_flood(kafka_bootstrap: str, make_topic: TopicFactory,

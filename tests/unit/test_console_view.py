@@ -150,7 +150,7 @@ class FakeProducer:
     def __init__(self) -> None:
         self.sent: list[dict] = []
 
-    def produce(self, topic: str, key: bytes, value: bytes, on_delivery: object) -> None:
+    def produce(self, topic: str, key: bytes, value: bytes, on_delivery: object, **where: object) -> None:
         self.sent.append(json.loads(value))
 
     def flush(self, timeout: float) -> int:

@@ -94,12 +94,42 @@ def test_kubernetes_manifests_validate() -> None:
     proc = subprocess.run([tool("kubernetes-validate"), "--strict", *map(str, files)], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    deployment = yaml.safe_load((DEPLOY / "k8s" / "deployment.yaml").read_text())
+    deployment = next(d for d in yaml.safe_load_all((DEPLOY / "k8s" / "deployment.yaml").read_text())
+                      if d["kind"] == "Deployment")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert "nvidia.com/gpu" in (DEPLOY / "k8s" / "deployment.yaml").read_text()
     assert deployment["spec"]["template"]["metadata"]["annotations"]["prometheus.io/scrape"] == "true"
+    # every workload has a disruption budget selecting its pods (issue 32): a drain never takes them all
+    docs = [d for f in files for d in yaml.safe_load_all(f.read_text()) if d]
+    budgets = [d["spec"]["selector"]["matchLabels"] for d in docs if d["kind"] == "PodDisruptionBudget"]
+    workloads = [d for d in docs if d["kind"] in ("Deployment", "StatefulSet")]
+    assert {w["metadata"]["name"] for w in workloads} >= {"kdd-detector", "kdd-incidents", "kdd-console"}
+    for w in workloads:
+        assert w["spec"]["selector"]["matchLabels"] in budgets, f"{w['metadata']['name']} has no PodDisruptionBudget"
+
+
+def test_keda_scaled_objects_match_kedas_schema_and_stay_within_the_partitions() -> None:
+    """KEDA's ScaledObject is a custom resource kubernetes-validate cannot check: validated against KEDA's own
+    schema (vendored); each scales a workload of ours, on its own group's lag, to at most the partitions."""
+    schema = json.loads((DEPLOY / "schemas" / "keda-scaledobject.schema.json").read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    docs = list(yaml.safe_load_all((DEPLOY / "k8s" / "keda" / "scaledobjects.yaml").read_text()))
+    workloads = {(d["kind"], d["metadata"]["name"]): d for f in sorted((DEPLOY / "k8s").glob("*.yaml"))
+                 for d in yaml.safe_load_all(f.read_text()) if d}
+    compose = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())
+    assert {d["spec"]["scaleTargetRef"]["kind"] for d in docs} == {"StatefulSet", "Deployment"}
+    for doc in docs:
+        errors = [e.message for e in validator.iter_errors(doc)]
+        assert not errors, errors
+        target = doc["spec"]["scaleTargetRef"]
+        assert (target["kind"], target["name"]) in workloads, target
+        trigger = doc["spec"]["triggers"][0]["metadata"]
+        assert trigger["allowIdleConsumers"] == "false"
+        # the topic is one the stack creates, with as many partitions as the most replicas
+        created = str(compose["services"]["topics"])
+        assert trigger["topic"] in created and f"--partitions {doc['spec']['maxReplicaCount']}" in created
 
 
 def test_grafana_provisioning_points_at_the_dashboard() -> None:

@@ -18,7 +18,8 @@ ENTRY_POINTS = ["detector.__main__", "producer.__main__", "incidents.__main__", 
                 "deploy.kafka.local_kafka", "scripts.bench_detector", "scripts.bench_producer", "scripts.bench_swap",
                 "scripts.soak", "scripts.soak_incidents", "scripts.evaluate_incidents", "scripts.demo",
                 "scripts.gpu_check", "scripts.build_images", "scripts.acl_table", "scripts.soak_bombs",
-                "scripts.kdd_facts", "scripts.bench_featurizer", "scripts.demo_zeek", "scripts.bench_zeek_detector"]
+                "scripts.kdd_facts", "scripts.bench_featurizer", "scripts.demo_zeek", "scripts.bench_zeek_detector",
+                "scripts.realised_fpr", "scripts.bench_scale"]
 
 
 def _subcommands(module: object) -> list[str]:

@@ -18,7 +18,9 @@ from detector.delivery import OutputWriter
 from detector.metrics import DetectorMetrics
 from detector.model_watch import ModelWatcher
 from detector.outputs import OutMessage
+from incidents import partitions as partitions_module
 from incidents import service as incident_service
+from incidents.partitions import OwnedBooks
 from incidents.settings import IncidentSettings
 from model.bundle import BundleError
 
@@ -235,8 +237,8 @@ def test_exactly_once_puts_outputs_and_offsets_in_one_transaction_and_retries_an
 
 # ------------------------------------------------------------------------------------ incident restore
 class Msg:
-    def __init__(self, key: str, value: bytes | None, offset: int) -> None:
-        self._key, self._value, self._offset = key, value, offset
+    def __init__(self, key: str, value: bytes | None, offset: int, partition: int = 0) -> None:
+        self._key, self._value, self._offset, self._partition = key, value, offset, partition
 
     def key(self) -> bytes:
         return self._key.encode()
@@ -245,7 +247,7 @@ class Msg:
         return self._value
 
     def partition(self) -> int:
-        return 0
+        return self._partition
 
     def offset(self) -> int:
         return self._offset
@@ -271,15 +273,31 @@ def test_incident_restore_rebuilds_the_book_and_skips_bad_state_records(monkeypa
                       Msg("rule:x", b'{"schema": "kdd-incident-state/1", "type": "rule", "rule": 5}', 2),
                       Msg("huh", b"[1, 2]", 3)],
     }
-    monkeypatch.setattr(incident_service, "read_to_end", lambda _conf, topic: topics[topic])
+    # another partition's records (partition 1): its own book's, never partition 0's
+    other = IncidentBook(gap_ms=300_000)
+    other.add(alert_from_doc(doc(9, T0, service="elsewhere"), 0))
+    topics["inc"] += [Msg(i, json.dumps(inc.to_dict()).encode(), 100, 1) for i, inc in other.incidents.items()]
+    asked: list[tuple[str, list[int]]] = []
+
+    def read(_conf: object, topic: str, partitions: list[int]) -> list[Msg]:
+        asked.append((topic, partitions))
+        return [m for m in topics[topic] if m.partition() in partitions]
+
+    monkeypatch.setattr(partitions_module, "read_to_end", read)
     svc = incident_service.IncidentService(IncidentSettings(alert_topic="a", incident_topic="inc"))
-    svc._restore({})
-    assert {i: inc.to_dict() for i, inc in svc.book.incidents.items()} == {
+    svc.books = OwnedBooks(svc.settings, 2)
+    svc._assigned({}, [TopicPartition("a", 0), TopicPartition("a", 1)])
+    assert asked == [("inc", [0, 1]), ("inc.state", [0, 1])]
+    restored = svc.books[0]
+    assert {i: inc.to_dict() for i, inc in restored.incidents.items()} == {
         i: inc.to_dict() for i, inc in book.incidents.items()}
-    assert set(svc.book.open) == set(book.open) and svc.book.rules[first] == book.rules[first]
-    assert svc.book.budget == book.budget
+    assert set(restored.open) == set(book.open) and restored.rules[first] == book.rules[first]
+    assert restored.budget.to_dict() == book.budget.to_dict()
+    assert set(svc.books[1].incidents) == set(other.incidents) and svc.ready()[0]
     bad = svc.metrics.bad_state
     assert bad.labels(topic="inc")._value.get() == 2 and bad.labels(topic="inc.state")._value.get() == 2
+    svc._revoked([TopicPartition("a", 1)])  # taken away: dropped (its state is in Kafka)
+    assert 1 not in svc.books and 0 in svc.books
 
 
 # --------------------------------------------------------------------------------------- model watcher
