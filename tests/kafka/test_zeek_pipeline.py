@@ -145,7 +145,7 @@ def _kill_chain(bootstrap: str, make_topic: TopicFactory, bundle: Path, work: Pa
         extra += ("--exactly-once", "--transactional-id", f"tx-{topic}")
     log = work / "d.log"
     rng = random.Random(f"{mode}-zeek-kills")
-    replay = start_replay(bootstrap, topic, LABELLED, CONNS, 5, *ZEEK, log_path=work / "p.log")  # 140 s
+    replay = start_replay(bootstrap, topic, LABELLED, CONNS, 7, *ZEEK, log_path=work / "p.log")  # 100 s
     restores = 0.0
     for _ in range(KILLS):
         det = DetectorProcess(bootstrap, topic, alerts, bundle, *extra, group=group, log_path=log)
